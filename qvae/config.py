@@ -1,0 +1,159 @@
+"""One flat, validated dataclass of hyperparameters.
+
+Flat on purpose: every field is a plain value, so the whole config becomes the MLflow params of a
+run, a row of CLI flags and a JSON file without any mapping layer. Defaults are the seed's
+(kaiwu-pytorch-plugin's QVAE MNIST example).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+SAMPLERS = ("pcd", "sa", "kaiwu")
+ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
+BINARIZE_MODES = ("none", "dynamic", "static")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value outside its accepted range."""
+
+
+@dataclass
+class Config:
+    """Hyperparameters of one QVAE training run (the seed's defaults)."""
+
+    # architecture
+    input_dim: int = 784
+    hidden_dim: int = 512
+    latent_dim: int = 256
+    num_visible: int = 128  # RBM visible units: the first part of the latent split
+    num_hidden: int = 128  # RBM hidden units: the rest of the latent vector
+    activation: str = "tanh"
+    # objective
+    dist_beta: float = 10.0  # sharpness of the spike-and-exponential smoothing
+    kl_beta: float = 1e-6  # weight of the KL term in the optimised loss
+    weight_decay: float = 0.01  # L2 on the RBM parameters, added to the loss as the seed does
+    # optimisation
+    batch_size: int = 256
+    epochs: int = 20
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    # negative phase sampler
+    sampler: str = "pcd"  # pcd | sa | kaiwu (any kaiwu IsingSolver, e.g. the licensed SA/CIM)
+    sampler_chains: int = 256  # negative samples per step (persistent chains for pcd)
+    sampler_sweeps: int = 4  # Gibbs sweeps per step (pcd) or annealing sweeps (sa)
+    sa_initial_temperature: float = 100.0
+    sa_final_temperature: float = 1.0  # 1 samples the model; 0.001 reproduces kaiwu's optimiser
+    kaiwu_solver: str = "kaiwu.classical.SimulatedAnnealingOptimizer"
+    # generation
+    generate_sweeps: int = 200  # Gibbs burn-in sweeps from a random state when generating
+    # log Z of the prior, estimated after each epoch to report the true KL and ELBO
+    log_z_chains: int = 256  # AIS chains (exact enumeration replaces AIS for small RBMs)
+    log_z_betas: int = 300  # AIS inverse temperatures; 0 skips log Z (kl/elbo then not logged)
+    # data
+    data_dir: str = "data"
+    train_size: int = 0  # 0 = all 60 000 training images
+    test_size: int = 0  # 0 = all 10 000 test images
+    binarize: str = "none"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field outside its accepted range."""
+        for name in ("input_dim", "hidden_dim", "latent_dim", "num_visible", "num_hidden",
+                     "batch_size", "epochs", "sampler_chains", "sampler_sweeps", "generate_sweeps"):
+            _require_int(self, name, low=1)
+        _require_int(self, "seed", low=0)
+        _require_int(self, "log_z_chains", low=2)
+        if self.log_z_betas != 0:
+            _require_int(self, "log_z_betas", low=2, note="0 skips the log Z estimate")
+        if self.num_visible + self.num_hidden != self.latent_dim:
+            raise ConfigError(
+                f"num_visible + num_hidden must equal latent_dim: {self.num_visible} + "
+                f"{self.num_hidden} != {self.latent_dim} (choose num_visible in 1..{self.latent_dim - 1} "
+                f"and num_hidden = latent_dim - num_visible)"
+            )
+        _require_float(self, "dist_beta", low=0.0, low_open=True)
+        _require_float(self, "kl_beta", low=0.0)
+        _require_float(self, "weight_decay", low=0.0)
+        _require_float(self, "lr", low=0.0, low_open=True)
+        _require_float(self, "sa_initial_temperature", low=0.0, low_open=True)
+        _require_float(self, "sa_final_temperature", low=0.0, low_open=True)
+        if self.sa_final_temperature > self.sa_initial_temperature:
+            raise ConfigError(
+                f"sa_final_temperature must be <= sa_initial_temperature "
+                f"({self.sa_final_temperature} > {self.sa_initial_temperature})"
+            )
+        _require_choice(self, "activation", ACTIVATIONS)
+        _require_choice(self, "sampler", SAMPLERS)
+        _require_choice(self, "binarize", BINARIZE_MODES)
+        _require_choice(self, "device", DEVICES, prefix_ok=("cuda:",))
+        _require_int(self, "train_size", low=0, high=60_000, note="0 means all")
+        _require_int(self, "test_size", low=0, high=10_000, note="0 means all")
+        if not isinstance(self.data_dir, str) or not self.data_dir:
+            raise ConfigError("data_dir must be a non-empty path")
+        if self.train_size and self.batch_size > self.train_size:
+            raise ConfigError(
+                f"batch_size must be <= the number of training images: {self.batch_size} > "
+                f"train_size {self.train_size} (accepted: 1..{self.train_size})"
+            )
+
+    # ------------------------------------------------------------------ conversions
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """Build from a mapping, rejecting unknown keys (a typo must not silently be ignored)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Config":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _require_int(cfg: Config, name: str, low: int, high: int | None = None, note: str = "") -> None:
+    value = getattr(cfg, name)
+    bad_type = isinstance(value, bool) or not isinstance(value, int)
+    if bad_type or value < low or (high is not None and value > high):
+        upper = "" if high is None else str(high)
+        extra = f"; {note}" if note else ""
+        raise ConfigError(f"{name} must be an integer in {low}..{upper or 'inf'}{extra}, got {value!r}")
+
+
+def _require_float(cfg: Config, name: str, low: float, low_open: bool = False) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low)
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+    setattr(cfg, name, float(value))
+
+
+def _require_choice(cfg: Config, name: str, choices: tuple[str, ...],
+                    prefix_ok: tuple[str, ...] = ()) -> None:
+    value = getattr(cfg, name)
+    if value in choices or (isinstance(value, str) and value.startswith(prefix_ok) and prefix_ok):
+        return
+    accepted = ", ".join(choices + tuple(p + "N" for p in prefix_ok))
+    raise ConfigError(f"{name} must be one of {accepted}; got {value!r}")
