@@ -1,0 +1,184 @@
+"""Negative-phase samplers for the RBM prior, behind one small interface.
+
+`sample(prior, n)` returns n binary states (n, num_visible + num_hidden) drawn (approximately)
+from p(z) = exp(-E(z)) / Z. The expectation of dE/dtheta under these samples is the gradient of
+log Z, so a sampler that is not at temperature 1 (an optimiser) biases training; PCD is the
+default for that reason. Samplers keep their random state in a torch.Generator on the prior's
+device and expose state_dict / load_state_dict so a checkpoint resumes them exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from .prior import RBM
+
+if TYPE_CHECKING:
+    from .config import Config
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    def sample(self, prior: RBM, n: int) -> Tensor: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def bernoulli(logits: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Binary sample with P(1) = sigmoid(logits)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    return (u < torch.sigmoid(logits)).to(logits.dtype)
+
+
+@torch.no_grad()
+def gibbs_sweeps(prior: RBM, v: Tensor, sweeps: int, generator: torch.Generator | None,
+                 beta: float = 1.0) -> tuple[Tensor, Tensor]:
+    """`sweeps` block-Gibbs sweeps at inverse temperature beta; returns (v, h ~ p(h|v))."""
+    for _ in range(sweeps):
+        h = bernoulli(prior.hidden_logits(v, beta), generator)
+        v = bernoulli(prior.visible_logits(h, beta), generator)
+    h = bernoulli(prior.hidden_logits(v, beta), generator)
+    return v, h
+
+
+class _GeneratorState:
+    """Owns a seeded torch.Generator that follows the prior to its device."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.generator: torch.Generator | None = None
+
+    def generator_for(self, device: torch.device) -> torch.Generator:
+        if self.generator is None or self.generator.device != device:
+            state = None if self.generator is None else self.generator.get_state()
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(self.seed)
+            if state is not None and device.type == "cpu":
+                self.generator.set_state(state)
+        return self.generator
+
+    def state(self) -> dict[str, Any]:
+        if self.generator is None:
+            return {"seed": self.seed}
+        return {"seed": self.seed, "device": str(self.generator.device), "rng": self.generator.get_state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.seed = state["seed"]
+        self.generator = None
+        if "rng" in state:
+            self.generator = torch.Generator(device=state["device"])
+            self.generator.set_state(state["rng"])
+
+
+class PCDSampler:
+    """Persistent contrastive divergence: `num_chains` block-Gibbs chains kept between calls.
+
+    Each call advances every chain by `sweeps` sweeps under the current parameters and returns
+    the chains' states. Asking for a different n re-initialises the chains uniformly at random.
+    """
+
+    def __init__(self, num_chains: int = 256, sweeps: int = 4, seed: int = 0) -> None:
+        if num_chains < 1 or sweeps < 1:
+            raise ValueError(f"num_chains and sweeps must be >= 1, got {num_chains}, {sweeps}")
+        self.num_chains = num_chains
+        self.sweeps = sweeps
+        self.chains: Tensor | None = None
+        self._rng = _GeneratorState(seed)
+
+    @torch.no_grad()
+    def sample(self, prior: RBM, n: int | None = None) -> Tensor:
+        n = self.num_chains if n is None else n
+        device, dtype = prior.weight.device, prior.weight.dtype
+        gen = self._rng.generator_for(device)
+        if self.chains is None or self.chains.shape != (n, prior.num_visible):
+            self.num_chains = n
+            self.chains = torch.randint(0, 2, (n, prior.num_visible), generator=gen,
+                                        device=device).to(dtype)
+        self.chains = self.chains.to(device=device, dtype=dtype)
+        v, h = gibbs_sweeps(prior, self.chains, self.sweeps, gen)
+        self.chains = v
+        return torch.cat([v, h], dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_chains": self.num_chains, "sweeps": self.sweeps,
+                "chains": None if self.chains is None else self.chains.cpu(), "rng": self._rng.state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_chains, self.sweeps = state["num_chains"], state["sweeps"]
+        self.chains = state["chains"]
+        self._rng.load(state["rng"])
+
+
+def geometric_temperatures(initial: float, final: float, steps: int) -> list[float]:
+    """`steps` temperatures from `initial` to `final`, evenly spaced in log T."""
+    if steps == 1:
+        return [final]
+    ratio = (final / initial) ** (1.0 / (steps - 1))
+    return [initial * ratio**k for k in range(steps)]
+
+
+def kaiwu_temperatures(initial: float = 100.0, alpha: float = 0.95, cutoff: float = 0.001,
+                       sweeps_per_temperature: int = 10) -> list[float]:
+    """The schedule of kaiwu's SimulatedAnnealingOptimizer: T <- alpha T until T < cutoff."""
+    count = math.ceil(math.log(cutoff / initial) / math.log(alpha))
+    return [initial * alpha**k for k in range(count) for _ in range(sweeps_per_temperature)]
+
+
+class AnnealingSampler:
+    """Simulated annealing with block-Gibbs moves, every chain independent and fresh.
+
+    With the final temperature 1 (the default) it is an annealed sampler of p(z); annealing
+    towards T -> 0 turns it into an optimiser like kaiwu's SimulatedAnnealingOptimizer, whose
+    low-energy states bias the log Z gradient (kept to reproduce that behaviour).
+    """
+
+    def __init__(self, num_chains: int = 256, sweeps: int = 100, initial_temperature: float = 100.0,
+                 final_temperature: float = 1.0, seed: int = 0,
+                 temperatures: list[float] | None = None) -> None:
+        if num_chains < 1 or sweeps < 1:
+            raise ValueError(f"num_chains and sweeps must be >= 1, got {num_chains}, {sweeps}")
+        if not 0 < final_temperature <= initial_temperature:
+            raise ValueError("temperatures must satisfy 0 < final_temperature <= initial_temperature")
+        self.num_chains = num_chains
+        self.temperatures = temperatures or geometric_temperatures(initial_temperature, final_temperature, sweeps)
+        self._rng = _GeneratorState(seed)
+
+    @torch.no_grad()
+    def sample(self, prior: RBM, n: int | None = None) -> Tensor:
+        n = self.num_chains if n is None else n
+        device, dtype = prior.weight.device, prior.weight.dtype
+        gen = self._rng.generator_for(device)
+        v = torch.randint(0, 2, (n, prior.num_visible), generator=gen, device=device).to(dtype)
+        h = bernoulli(prior.hidden_logits(v, 1.0 / self.temperatures[0]), gen)
+        for temperature in self.temperatures:
+            beta = 1.0 / temperature
+            v = bernoulli(prior.visible_logits(h, beta), gen)
+            h = bernoulli(prior.hidden_logits(v, beta), gen)
+        return torch.cat([v, h], dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"temperatures": list(self.temperatures), "num_chains": self.num_chains, "rng": self._rng.state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.temperatures, self.num_chains = list(state["temperatures"]), state["num_chains"]
+        self._rng.load(state["rng"])
+
+
+def make_sampler(config: Config) -> Sampler:
+    """The negative-phase sampler a config asks for (`sampler`, `sampler_chains`, ...)."""
+    if config.sampler == "pcd":
+        return PCDSampler(config.sampler_chains, config.sampler_sweeps, seed=config.seed)
+    if config.sampler == "sa":
+        return AnnealingSampler(config.sampler_chains, config.sampler_sweeps, config.sa_initial_temperature,
+                                config.sa_final_temperature, seed=config.seed)
+    if config.sampler == "kaiwu":
+        from .kaiwu_bridge import IsingSolverSampler, load_kaiwu_solver
+
+        return IsingSolverSampler(load_kaiwu_solver(config.kaiwu_solver), seed=config.seed)
+    raise ValueError(f"sampler must be one of pcd, sa, kaiwu; got {config.sampler!r}")
