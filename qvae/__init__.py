@@ -1,0 +1,1 @@
+"""QVAE: a VAE with a Boltzmann-machine prior over binary latents."""

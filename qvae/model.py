@@ -1,0 +1,168 @@
+"""The QVAE: MLP encoder, overlapping-exponential smoothing, RBM prior, MLP decoder.
+
+Generative path: z ~ p(z) (RBM) -> zeta ~ r(zeta|z) -> x ~ Bernoulli(sigmoid(decoder(zeta) + b)).
+Inference: q(z|x) factorial Bernoulli with logits from the encoder; zeta ~ q(zeta|x) by the
+implicit reparameterisation (see smoothing.py).
+
+Per example, with E_q the expectation under q(z|x):
+
+    cost         = -log p(x | zeta)                     (one-sample reconstruction term)
+    kl           = E_q[E(z)] - H(q) + log Z             = KL(q(z|x) || p(z))   exactly
+    elbo         = -cost - kl
+
+log Z of a 128x128 RBM is intractable, so the forward pass returns `kl_unnormalized` =
+E_q[E(z)] - H(q) (= kl - log Z); `kl`/`elbo` are completed by adding an estimate of log Z
+(exact for small RBMs, AIS otherwise). What is optimised is the surrogate
+
+    loss = cost + kl_beta * kl_surrogate + wd_loss,   kl_surrogate = E_q[E(z)] - H(q) - mean E(z-)
+
+with z- negative-phase samples from the sampler (no gradient through them): its gradient equals
+the gradient of cost + kl_beta * kl, because d log Z / d theta = -E_p[dE/dtheta]. Its *value* is
+not the KL (it equals KL - H(p) in expectation), which is why it carries its own name.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Config
+from .prior import RBM
+from .samplers import Sampler, gibbs_sweeps
+from .smoothing import OverlappingExponential
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU,
+}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers with `activation` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+def bernoulli_entropy(logits: Tensor) -> Tensor:
+    """Entropy of Bernoulli(sigmoid(logits)), elementwise, stable for large |logits|."""
+    return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction="none")
+
+
+class QVAE(nn.Module):
+    """A VAE with binary latents and an RBM prior (the classical limit of the QVAE)."""
+
+    def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = mlp([c.input_dim, c.hidden_dim, c.latent_dim], c.activation)
+        self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
+        self.prior = RBM(c.num_visible, c.num_hidden)
+        self.smoothing = OverlappingExponential(c.dist_beta)
+        # The training mean centres the encoder's input; its logit is the decoder's output bias.
+        self.register_buffer("data_mean", torch.zeros(c.input_dim))
+        self.register_buffer("train_bias", torch.zeros(c.input_dim))
+        if data_mean is not None:
+            self.set_data_mean(data_mean)
+
+    @torch.no_grad()
+    def set_data_mean(self, mean: Tensor) -> None:
+        mean = mean.reshape(-1).to(self.data_mean)
+        if mean.numel() != self.config.input_dim:
+            raise ValueError(f"data mean has {mean.numel()} values, expected input_dim={self.config.input_dim}")
+        self.data_mean.copy_(mean)
+        self.train_bias.copy_(torch.logit(mean.clamp(0.001, 0.999)))
+
+    # ---------------------------------------------------------------- pieces
+    def encode(self, x: Tensor) -> Tensor:
+        """Logits of q(z=1 | x)."""
+        return self.encoder(x - self.data_mean)
+
+    def decode(self, zeta: Tensor) -> Tensor:
+        """Logits of p(x=1 | zeta)."""
+        return self.decoder(zeta) + self.train_bias
+
+    def weight_decay_loss(self) -> Tensor:
+        """The seed's L2 penalty on the RBM: wd * (sum W^2 + 0.5 * sum b^2)."""
+        p = self.prior
+        bias_sq = p.visible_bias.square().sum() + p.hidden_bias.square().sum()
+        return self.config.weight_decay * (p.weight.square().sum() + 0.5 * bias_sq)
+
+    # ---------------------------------------------------------------- the objective
+    def forward(self, x: Tensor, negative: Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Named terms, each averaged over the batch.
+
+        `negative`: samples of p(z) for the log Z gradient; without them (evaluation) the
+        surrogate and loss are omitted. `x` may hold intensities in [0, 1] (the seed's
+        Bernoulli-on-intensities cost) or binarised pixels.
+        """
+        logits = self.encode(x)
+        zeta = self.smoothing.rsample(logits, generator)
+        x_logits = self.decode(zeta)
+        cost = F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").sum(-1)
+        q = torch.sigmoid(logits)
+        cross_energy = self.prior.energy(q)  # = E_q[E(z)] exactly: bilinear energy, factorial q
+        entropy = bernoulli_entropy(logits).sum(-1)
+        kl_unnormalized = cross_energy - entropy
+        terms = {
+            "cost": cost.mean(),
+            "kl_unnormalized": kl_unnormalized.mean(),
+            "entropy": entropy.mean(),
+            "cross_energy": cross_energy.mean(),
+            "elbo_unnormalized": (-cost - kl_unnormalized).mean(),
+        }
+        if negative is not None:
+            negative_energy = self.prior.energy(negative.detach()).mean()
+            kl_surrogate = terms["kl_unnormalized"] - negative_energy
+            wd_loss = self.weight_decay_loss()
+            terms.update(
+                negative_energy=negative_energy,
+                kl_surrogate=kl_surrogate,
+                wd_loss=wd_loss,
+                loss=terms["cost"] + self.config.kl_beta * kl_surrogate + wd_loss,
+            )
+        return terms
+
+    def training_step(self, x: Tensor, sampler: Sampler,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        negative = sampler.sample(self.prior, self.config.sampler_chains)
+        return self(x, negative, generator)
+
+    # ---------------------------------------------------------------- using the model
+    @torch.no_grad()
+    def latent_features(self, x: Tensor) -> Tensor:
+        """q(z=1|x): deterministic latent features (for t-SNE and probes)."""
+        return torch.sigmoid(self.encode(x))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        zeta = self.smoothing.rsample(self.encode(x), generator)
+        return torch.sigmoid(self.decode(zeta))
+
+    @torch.no_grad()
+    def sample_prior(self, n: int, sweeps: int | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """n states of the RBM by block Gibbs from a uniformly random start."""
+        sweeps = self.config.generate_sweeps if sweeps is None else sweeps
+        p = self.prior
+        v = torch.randint(0, 2, (n, p.num_visible), generator=generator,
+                          device=p.weight.device).to(p.weight.dtype)
+        v, h = gibbs_sweeps(p, v, sweeps, generator)
+        return torch.cat([v, h], dim=1)
+
+    @torch.no_grad()
+    def generate(self, n: int, sweeps: int | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """n images (n, input_dim) in [0, 1]: z ~ p(z), zeta ~ r(zeta|z), sigmoid(decoder)."""
+        if n < 1:
+            raise ValueError(f"number of images must be >= 1, got {n}")
+        z = self.sample_prior(n, sweeps, generator)
+        zeta = self.smoothing.sample_given_z(z, generator)
+        return torch.sigmoid(self.decode(zeta))

@@ -1,0 +1,99 @@
+"""QVAE terms against enumeration of a tiny latent space."""
+
+import math
+
+import pytest
+import torch
+
+from qvae.config import Config
+from qvae.model import QVAE
+from qvae.prior import all_binary_states
+
+TINY = dict(input_dim=12, hidden_dim=16, latent_dim=6, num_visible=3, num_hidden=3, train_size=0)
+
+
+def tiny_model(seed: int = 0) -> QVAE:
+    torch.manual_seed(seed)
+    model = QVAE(Config(**TINY), data_mean=torch.full((12,), 0.3)).double()
+    with torch.no_grad():  # a prior far from uniform so the KL terms matter
+        model.prior.weight.normal_(0, 1)
+        model.prior.visible_bias.normal_(0, 1)
+        model.prior.hidden_bias.normal_(0, 1)
+    return model
+
+
+def brute_force_kl(model: QVAE, x: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) by summing over all 2^6 latent states."""
+    states = all_binary_states(6, dtype=torch.float64)
+    log_p = -model.prior.energy(states) - torch.logsumexp(-model.prior.energy(states), 0)
+    q = torch.sigmoid(model.encode(x))  # (B, 6)
+    log_q = torch.where(states[None] > 0, torch.log(q[:, None]), torch.log1p(-q[:, None])).sum(-1)
+    return (log_q.exp() * (log_q - log_p[None])).sum(-1)
+
+
+def test_kl_with_exact_log_z_equals_enumerated_kl():
+    model = tiny_model()
+    x = torch.rand(5, 12, dtype=torch.float64)
+    terms = model(x)
+    kl = terms["kl_unnormalized"] + model.prior.log_partition_exact()
+    assert kl.item() == pytest.approx(brute_force_kl(model, x).mean().item(), abs=1e-9)
+    assert kl.item() >= 0
+
+
+def test_surrogate_gradient_is_the_kl_gradient_for_the_prior():
+    """d kl_surrogate / d theta_prior = d KL / d theta_prior when negatives come from p(z)."""
+    model = tiny_model(1)
+    x = torch.rand(8, 12, dtype=torch.float64)
+    states = all_binary_states(6, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        p = torch.softmax(-model.prior.energy(states), 0)
+    n = 400_000
+    negative = states[torch.multinomial(p, n, replacement=True, generator=gen)]
+    surrogate = model(x, negative)["kl_surrogate"]
+    grads = torch.autograd.grad(surrogate, list(model.prior.parameters()))
+    exact = brute_force_kl(model, x).mean()
+    exact_grads = torch.autograd.grad(exact, list(model.prior.parameters()))
+    for g, e in zip(grads, exact_grads):
+        # Monte Carlo error of a mean of N bounded energy gradients: well under 5/sqrt(N)
+        assert torch.allclose(g, e, atol=5 / math.sqrt(n))
+
+
+def test_loss_combines_terms_with_kl_beta_and_weight_decay():
+    model = tiny_model(2)
+    x = torch.rand(4, 12, dtype=torch.float64)
+    negative = all_binary_states(6, dtype=torch.float64)
+    terms = model(x, negative)
+    expected = terms["cost"] + model.config.kl_beta * terms["kl_surrogate"] + terms["wd_loss"]
+    assert terms["loss"].item() == pytest.approx(expected.item())
+    p = model.prior
+    wd = 0.01 * (p.weight.square().sum() + 0.5 * (p.visible_bias.square().sum() + p.hidden_bias.square().sum()))
+    assert terms["wd_loss"].item() == pytest.approx(wd.item())
+
+
+def test_cost_is_bernoulli_negative_log_likelihood_of_intensities():
+    model = tiny_model(3)
+    x = torch.rand(3, 12, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(4)
+    cost = model(x, generator=gen)["cost"]
+    gen = torch.Generator().manual_seed(4)
+    zeta = model.smoothing.rsample(model.encode(x), gen)
+    probs = torch.sigmoid(model.decoder(zeta) + model.train_bias)
+    manual = -(x * probs.log() + (1 - x) * (1 - probs).log()).sum(-1).mean()
+    assert cost.item() == pytest.approx(manual.item(), rel=1e-9)
+
+
+def test_train_bias_is_the_logit_of_the_clamped_mean():
+    mean = torch.tensor([0.0, 0.5, 1.0] * 4)
+    model = QVAE(Config(**TINY), data_mean=mean)
+    assert torch.allclose(torch.sigmoid(model.train_bias), mean.clamp(0.001, 0.999), atol=1e-6)
+
+
+def test_generate_shape_range_and_reproducibility():
+    model = tiny_model(4).float()
+    a = model.generate(10, sweeps=5, generator=torch.Generator().manual_seed(7))
+    b = model.generate(10, sweeps=5, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (10, 12) and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    with pytest.raises(ValueError, match="number of images"):
+        model.generate(0)
