@@ -23,7 +23,7 @@ not the KL (it equals KL - H(p) in expectation), which is why it carries its own
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +156,41 @@ class QVAE(nn.Module):
                           device=p.weight.device).to(p.weight.dtype)
         v, h = gibbs_sweeps(p, v, sweeps, generator)
         return torch.cat([v, h], dim=1)
+
+    @torch.no_grad()
+    def generate_from_seeds(self, seeds: Sequence[int], sweeps: int | None = None,
+                            chunk_size: int = 256) -> Tensor:
+        """One image per seed, (len(seeds), input_dim) in [0, 1].
+
+        Each image depends only on its own seed (and the model), not on which other seeds share
+        the call: every row draws all its random numbers from a CPU generator seeded by that
+        seed, so seed 7 gives the same digit alone or in a batch, on any device.
+        """
+        if len(seeds) < 1:
+            raise ValueError("seeds must hold at least one seed")
+        sweeps = self.config.generate_sweeps if sweeps is None else int(sweeps)
+        if sweeps < 0:
+            raise ValueError(f"sweeps must be >= 0, got {sweeps}")
+        p, device = self.prior, self.train_bias.device
+        nv, nh = p.num_visible, p.num_hidden
+        per_row = nv + sweeps * (nh + nv) + nh + p.num_units
+        images = []
+        for start in range(0, len(seeds), chunk_size):
+            rows = [torch.rand(per_row, generator=torch.Generator().manual_seed(int(seed)))
+                    for seed in seeds[start:start + chunk_size]]
+            u = torch.stack(rows).to(device=device, dtype=p.weight.dtype)
+            v = (u[:, :nv] < 0.5).to(u.dtype)
+            offset = nv
+            for _ in range(sweeps):
+                h = (u[:, offset:offset + nh] < torch.sigmoid(p.hidden_logits(v))).to(u.dtype)
+                v = (u[:, offset + nh:offset + nh + nv] < torch.sigmoid(p.visible_logits(h))).to(u.dtype)
+                offset += nh + nv
+            h = (u[:, offset:offset + nh] < torch.sigmoid(p.hidden_logits(v))).to(u.dtype)
+            offset += nh
+            z = torch.cat([v, h], dim=1)
+            zeta = self.smoothing.zeta_given_z(z, u[:, offset:offset + p.num_units])
+            images.append(torch.sigmoid(self.decode(zeta)))
+        return torch.cat(images)
 
     @torch.no_grad()
     def generate(self, n: int, sweeps: int | None = None,

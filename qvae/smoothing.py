@@ -49,11 +49,12 @@ class OverlappingExponential:
     def sample_given_z(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """zeta ~ r(zeta | z) by inverse CDF; used for generation from prior samples z."""
         rho = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        zeta0 = self._inverse_cdf0(rho)
-        return torch.where(z > 0.5, 1.0 - zeta0, zeta0)
+        return self.zeta_given_z(z, rho)
 
-    def _inverse_cdf0(self, rho: Tensor) -> Tensor:
-        return -torch.log1p(-rho * self._norm) / self.beta
+    def zeta_given_z(self, z: Tensor, rho: Tensor) -> Tensor:
+        """The inverse CDF of r(zeta | z) at uniforms rho (elementwise)."""
+        zeta0 = -torch.log1p(-rho * self._norm) / self.beta
+        return torch.where(z > 0.5, 1.0 - zeta0, zeta0)
 
     # ---------------------------------------------------------------- the mixture
     def pdf(self, zeta: Tensor, q: Tensor) -> Tensor:
