@@ -1,4 +1,4 @@
-"""Command line: `qvae fetch | train` (also `python -m qvae`).
+"""Command line: `qvae fetch | train | run` (also `python -m qvae`).
 
 Every Config field is a flag of `qvae train` (`--num-visible 64`), so the CLI, the JSON config,
 and later the MLflow params all speak the same names.
@@ -12,11 +12,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-import torch
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, JobOptions
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="checkpoint to continue from (e.g. outputs/checkpoints/last.pt)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_config_flags(train)
+
+    run = sub.add_parser("run", help="the main job (what `mlflow run .` executes): train, evaluate and "
+                                     "log everything to MLflow")
+    run.add_argument("--config", help="JSON file of config fields; flags override it")
+    _add_job_flags(run)
+    _add_config_flags(run)
     return parser
+
+
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("main job (MLflow)")
+    for f in dataclasses.fields(JobOptions):
+        if f.name in ("progress", "extra_tags"):
+            continue
+        kind = type(f.default)
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"job_{f.name}", type=kind, default=f.default,
+                           metavar=kind.__name__.upper(), help=f"default: {f.default!r}")
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -70,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = train(config, data, checkpoint_dir=out / "checkpoints", resume_from=args.resume,
                    progress=not args.no_progress)
+    from .plots import write_pictures
+
     pictures = write_pictures(result.model, data.test_x, result.history, out, seed=config.seed)
     summary = {
         "config": config.to_dict(), "device": result.device, "data": data.source.as_params(),
@@ -82,26 +100,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_pictures(model: Any, test_x: torch.Tensor, history: list[dict[str, float]], out: Path,
-                   seed: int = 0, n: int = 64) -> dict[str, Path]:
-    """original.png, reconstruction.png, generated.png (8x8 grids) and training_curves.png."""
-    from .plots import save_grid, save_training_curves
+def cmd_run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    options = JobOptions(**{k[4:]: v for k, v in vars(args).items() if k.startswith("job_")},
+                         progress=not args.no_progress)
+    options.validate(config)  # before MLflow is even imported: bad input records nothing
 
-    model.eval()
-    device = model.train_bias.device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    originals = test_x[:n].to(device)
-    paths = {
-        "original": save_grid(originals, out / "original.png"),
-        "reconstruction": save_grid(model.reconstruct(originals, gen), out / "reconstruction.png"),
-        "generated": save_grid(model.generate(n, generator=gen), out / "generated.png"),
-    }
-    if history:
-        paths["training_curves"] = save_training_curves(history, out / "training_curves.png")
-    return paths
+    from .tracking import run_main_job
+
+    run_id = run_main_job(config, options)
+    print(f"MLflow run {run_id} finished")
+    return 0
 
 
-COMMANDS = {"fetch": cmd_fetch, "train": cmd_train}
+COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "run": cmd_run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
