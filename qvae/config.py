@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +157,34 @@ def _require_choice(cfg: Config, name: str, choices: tuple[str, ...],
         return
     accepted = ", ".join(choices + tuple(p + "N" for p in prefix_ok))
     raise ConfigError(f"{name} must be one of {accepted}; got {value!r}")
+
+
+@dataclass
+class JobOptions:
+    """Settings of the main job that are not model hyperparameters."""
+
+    fid_samples: int = 10_000  # generated and real images compared by FID/KID (0 skips FID)
+    fid_batch_size: int = 100
+    tsne_interval: int = 1  # a t-SNE frame every N epochs (0: none)
+    tsne_points: int = 2000  # test images in each frame
+    tsne_final_points: int = 10_000  # test images in the final high-quality t-SNE
+    experiment_name: str = ""  # "" = the active/default experiment (mlflow run picks it)
+    run_name: str = ""
+    register_model: str = ""  # a registered model name, e.g. qvae-mnist ("" = do not register)
+    output_dir: str = ""  # local copies of everything logged ("" = a temporary directory)
+    progress: bool = True
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, config: Config) -> None:
+        test_size = config.test_size or 10_000
+        if self.fid_samples != 0 and not 2 <= self.fid_samples <= test_size:
+            raise ConfigError(f"fid_samples must be 0 (skip) or in 2..{test_size} (the test images available), "
+                              f"got {self.fid_samples}")
+        if self.tsne_interval < 0:
+            raise ConfigError(f"tsne_interval must be >= 0 (0: no frames), got {self.tsne_interval}")
+        for name in ("tsne_points", "tsne_final_points"):
+            value = getattr(self, name)
+            if not 10 <= value <= 10_000:
+                raise ConfigError(f"{name} must be in 10..10000, got {value}")
+        if self.fid_batch_size < 1:
+            raise ConfigError(f"fid_batch_size must be >= 1, got {self.fid_batch_size}")

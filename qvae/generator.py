@@ -1,0 +1,82 @@
+"""The MLflow pyfunc model that generates MNIST digits from a trained QVAE ("models from code").
+
+MLflow executes this file when the model is loaded; `set_model` at the bottom hands it the
+generator. The weights (`weights.pt`) and the config (`config.json`) travel as model artifacts,
+and the `qvae` package travels as code, so a logged model loads in a fresh process with nothing
+but MLflow and torch.
+
+Input: a table with a `seed` column, one image per row (the same seed always gives the same
+image, whatever else is in the request). Params: `num_images` (> 0: that many images with seeds
+seed[0], seed[0] + 1, ...), `sweeps` (Gibbs burn-in of the prior, default: the trained config's
+`generate_sweeps`). Output: float32 array (N, 784) of pixel intensities in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+MAX_IMAGES_PER_CALL = 100_000
+MODEL_FORMAT_VERSION = 1
+
+
+class QVAEGenerator(PythonModel):
+    """Loads the QVAE on the best device (`QVAE_DEVICE` overrides) and draws images."""
+
+    def load_context(self, context: Any) -> None:
+        import json
+
+        import torch
+
+        from qvae.config import Config
+        from qvae.model import QVAE
+        from qvae.train import resolve_device
+
+        meta = json.loads(open(context.artifacts["config"]).read())
+        version = meta.get("format_version")
+        if version != MODEL_FORMAT_VERSION:
+            raise RuntimeError(
+                f"this QVAE model was logged with format version {version}; this qvae understands "
+                f"version {MODEL_FORMAT_VERSION} (install the qvae-mlops release that logged it)")
+        self.device = resolve_device(os.environ.get("QVAE_DEVICE", "auto"))
+        config = Config.from_dict({**meta["config"], "device": str(self.device)})
+        self.model = QVAE(config)
+        state = torch.load(context.artifacts["weights"], map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state)
+        self.model.to(self.device).eval()
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+        seeds = seeds_from_input(model_input, params or {})
+        sweeps = (params or {}).get("sweeps")
+        images = self.model.generate_from_seeds(seeds, sweeps=None if sweeps is None else int(sweeps))
+        return images.cpu().numpy().astype(np.float32)
+
+
+def seeds_from_input(model_input: Any, params: dict[str, Any]) -> list[int]:
+    """The list of per-image seeds a request asks for, validated."""
+    if hasattr(model_input, "columns"):
+        if "seed" not in model_input.columns:
+            raise ValueError(f"input needs a 'seed' column, got columns {list(model_input.columns)}")
+        seeds = [int(s) for s in model_input["seed"].tolist()]
+    elif isinstance(model_input, dict) and "seed" in model_input:
+        seeds = [int(s) for s in np.atleast_1d(model_input["seed"]).tolist()]
+    else:
+        seeds = [int(s) for s in np.atleast_1d(np.asarray(model_input)).reshape(-1).tolist()]
+    num_images = int(params.get("num_images") or 0)
+    if num_images < 0 or num_images > MAX_IMAGES_PER_CALL:
+        raise ValueError(f"num_images must be in 0..{MAX_IMAGES_PER_CALL} (0: one image per seed), got {num_images}")
+    if num_images:
+        first = seeds[0] if seeds else 0
+        seeds = list(range(first, first + num_images))
+    if not 1 <= len(seeds) <= MAX_IMAGES_PER_CALL:
+        raise ValueError(f"number of images must be in 1..{MAX_IMAGES_PER_CALL}, got {len(seeds)}")
+    if any(s < 0 for s in seeds):
+        raise ValueError("seeds must be >= 0")
+    return seeds
+
+
+mlflow.models.set_model(QVAEGenerator())

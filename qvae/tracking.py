@@ -1,0 +1,227 @@
+"""The tracking layer: the only library module that talks to MLflow (with generator.py).
+
+`run_main_job` is what `mlflow run .` executes: it trains one QVAE and records a complete,
+comparable experiment: params (config, device, data checksums, versions, git state), the MNIST
+dataset input, per-epoch metrics, an image series of generated digits, checkpoints, t-SNE frames
+and their GIF, training curves, FID/KID, and the model as a pyfunc generator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from .config import Config, JobOptions
+from .data import MnistData, load_mnist
+from .model import QVAE
+from .train import BEST_CHECKPOINT, EpochReport, train
+
+log = logging.getLogger(__name__)
+PACKAGE_DIR = Path(__file__).resolve().parent
+GENERATOR_FILE = PACKAGE_DIR / "generator.py"
+MODEL_NAME = "model"
+DEFAULT_REGISTERED_MODEL = "qvae-mnist"
+
+
+# ---------------------------------------------------------------- provenance
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("torch", "mlflow", "optuna", "kaiwu-community", "kaiwu", "torchmetrics", "qvae-mlops"):
+        try:
+            versions[f"version_{package.replace('-', '_')}"] = version(package)
+        except PackageNotFoundError:
+            versions[f"version_{package.replace('-', '_')}"] = "not installed"
+    return versions
+
+
+def git_state(path: Path = PACKAGE_DIR) -> dict[str, str]:
+    """Commit and dirtiness of the source tree the code runs from ('unknown' outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no")))}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def log_dataset(data: MnistData) -> None:
+    """The MNIST splits as MLflow dataset inputs (digest = content hash, source = raw dir)."""
+    from mlflow.data.numpy_dataset import from_numpy
+
+    for context, x, y in (("training", data.train_x, data.train_y), ("evaluation", data.test_x, data.test_y)):
+        dataset = from_numpy((x.cpu().numpy() * 255).round().astype(np.uint8), targets=y.cpu().numpy(),
+                             source=str(data.source.raw_dir), name=f"mnist-{context}")
+        mlflow.log_input(dataset, context=context)
+
+
+# ---------------------------------------------------------------- per-epoch logging
+class MlflowEpochLogger:
+    """Train callback: metrics, checkpoints, a generated-digits image series and t-SNE frames."""
+
+    def __init__(self, data: MnistData, options: JobOptions, workdir: Path, seed: int) -> None:
+        from .plots import grid_image
+
+        self.grid_image = grid_image
+        self.options, self.workdir, self.seed = options, workdir, seed
+        n = min(options.tsne_points, len(data.test_x))
+        self.tsne_x, self.tsne_y = data.test_x[:n], data.test_y[:n].cpu().numpy()
+        self.frames: list[Path] = []
+        (workdir / "tsne_frames").mkdir(parents=True, exist_ok=True)
+        self.previous_embedding: np.ndarray | None = None
+
+    def on_epoch_end(self, report: EpochReport) -> None:
+        mlflow.log_metrics(report.metrics, step=report.epoch)
+        if report.checkpoint is not None:
+            mlflow.log_artifact(str(report.checkpoint), artifact_path="checkpoints")
+            if report.is_best:
+                mlflow.log_artifact(str(report.checkpoint.with_name(BEST_CHECKPOINT)), artifact_path="checkpoints")
+        model = report.model
+        device = model.train_bias.device
+        gen = torch.Generator(device=device).manual_seed(self.seed)
+        mlflow.log_image(self.grid_image(model.generate(64, generator=gen)), key="generated", step=report.epoch)
+        interval = self.options.tsne_interval
+        if interval and (report.epoch % interval == 0 or report.epoch == model.config.epochs):
+            self.tsne_frame(model, report.epoch)
+        model.train()
+
+    def tsne_frame(self, model: QVAE, epoch: int) -> None:
+        from .plots import save_tsne_frame, tsne_embedding
+
+        features = model.latent_features(self.tsne_x.to(model.train_bias.device)).cpu().numpy()
+        embedding = tsne_embedding(features, init=self.previous_embedding, seed=self.seed, quality="fast")
+        self.previous_embedding = embedding
+        path = save_tsne_frame(embedding, self.tsne_y, self.workdir / "tsne_frames" / f"epoch_{epoch:03d}.png",
+                               title=f"epoch {epoch}")
+        self.frames.append(path)
+        mlflow.log_artifact(str(path), artifact_path="tsne_frames")
+
+
+# ---------------------------------------------------------------- the model
+def generator_signature(config: Config) -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([ColSpec("long", "seed")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, config.input_dim), "images")]),
+        params=ParamSchema([ParamSpec("num_images", "long", 0), ParamSpec("sweeps", "long", config.generate_sweeps)]),
+    )
+
+
+def log_generator(model: QVAE, workdir: Path, registered_model_name: str = "") -> Any:
+    """Log the trained model as the pyfunc generator; optionally register a new version."""
+    import pandas as pd
+
+    from .generator import MODEL_FORMAT_VERSION
+
+    model_dir = workdir / "model_artifacts"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    weights = model_dir / "weights.pt"
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
+    config_file = model_dir / "config.json"
+    config_file.write_text(json.dumps({"format_version": MODEL_FORMAT_VERSION, "config": model.config.to_dict()}))
+    return mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=str(GENERATOR_FILE),
+        artifacts={"weights": str(weights), "config": str(config_file)},
+        code_paths=[str(PACKAGE_DIR)],
+        signature=generator_signature(model.config),
+        input_example=pd.DataFrame({"seed": [0, 1, 2, 3]}),
+        pip_requirements=_pip_requirements(),
+        registered_model_name=registered_model_name or None,
+    )
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"torch=={version('torch')}", f"mlflow=={version('mlflow')}", f"numpy=={version('numpy')}",
+            f"pandas=={version('pandas')}", "kaiwu-community"]
+
+
+# ---------------------------------------------------------------- the main job
+def run_main_job(config: Config, options: JobOptions) -> str:
+    """Train, evaluate and log one QVAE; returns the MLflow run id."""
+    options.validate(config)  # fail before anything is downloaded, trained or recorded
+    if options.experiment_name and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(options.experiment_name)
+    workdir = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp(prefix="qvae-run-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
+                      binarize=config.binarize, seed=config.seed)
+    with mlflow.start_run(run_name=options.run_name or None) as run:
+        if options.experiment_name and os.environ.get("MLFLOW_RUN_ID"):
+            experiment = mlflow.get_experiment(run.info.experiment_id)
+            if experiment.name != options.experiment_name:
+                log.warning("experiment_name=%r ignored: `mlflow run` already placed this run in %r; "
+                            "use `mlflow run . --experiment-name ...`", options.experiment_name, experiment.name)
+        if options.run_name:
+            mlflow.set_tag("mlflow.runName", options.run_name)
+        mlflow.set_tags({"qvae.entry_point": "main", **options.extra_tags})
+        from .train import resolve_device
+
+        params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
+                                  **data.source.as_params(), **library_versions(), **git_state(),
+                                  "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
+                                  "tsne_points": options.tsne_points}
+        mlflow.log_params(params)
+        log_dataset(data)
+        epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
+        result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger],
+                       progress=options.progress)
+        log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir)
+        mlflow.set_tag("best_epoch", str(result.best_epoch))
+        log_generator(result.model, workdir, options.register_model)
+        return run.info.run_id
+
+
+def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, float]],
+                      epoch_logger: MlflowEpochLogger, options: JobOptions, workdir: Path) -> None:
+    """Pictures, the t-SNE GIF and final t-SNE, FID/KID and fid_results.txt."""
+    from .plots import assemble_gif, save_tsne, write_pictures
+
+    config = model.config
+    for path in write_pictures(model, data.test_x, history, workdir, seed=config.seed).values():
+        mlflow.log_artifact(str(path))
+    if epoch_logger.frames:
+        mlflow.log_artifact(str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
+    n = min(options.tsne_final_points, len(data.test_x))
+    features = model.latent_features(data.test_x[:n].to(model.train_bias.device)).cpu().numpy()
+    final = save_tsne(features, data.test_y[:n].cpu().numpy(), workdir / "tsne_final.png",
+                      title=f"latent features of {n} test images after {len(history)} epochs", seed=config.seed)
+    mlflow.log_artifact(str(final))
+    if options.fid_samples:
+        scores = evaluate_fid(model, data, options)
+        mlflow.log_metrics(scores)
+        results = workdir / "fid_results.txt"
+        results.write_text(
+            f"FID: {scores['fid']:.4f}\nFID (64 features): {scores['fid_64']:.4f}\n"
+            f"KID: {scores['kid']:.6f} +- {scores['kid_std']:.6f}\nEpochs: {len(history)}\n"
+            f"Latent size: {config.latent_dim} ({config.num_visible} visible + {config.num_hidden} hidden)\n"
+            f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
+            f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
+        mlflow.log_artifact(str(results))
+
+
+def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str, float]:
+    from .evaluate import compute_fid
+
+    device = model.train_bias.device
+    n = options.fid_samples
+    generated = model.generate_from_seeds(list(range(n)))
+    scores = compute_fid(generated, data.test_x[:n].to(device), device=device, batch_size=options.fid_batch_size,
+                         progress=options.progress)
+    return {k: float(v) for k, v in scores.items()}

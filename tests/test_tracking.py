@@ -1,0 +1,125 @@
+"""End to end: `mlflow run .` on a tiny config against a temporary tracking store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 2
+TINY = dict(epochs=EPOCHS, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8,
+            train_size=300, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,
+            generate_sweeps=20, fid_samples=16, tsne_interval=1, tsne_points=60, tsne_final_points=100,
+            device="cpu", run_name="tiny-e2e")
+PER_EPOCH = ("loss", "cost", "kl", "elbo", "val_loss", "val_cost", "val_kl", "val_elbo", "log_z", "epoch_seconds")
+ARTIFACTS = ("original.png", "reconstruction.png", "generated.png", "training_curves.png", "tsne_final.png",
+             "tsne_evolution.gif", "tsne_frames/epoch_001.png", "tsne_frames/epoch_002.png",
+             "checkpoints/last.pt", "checkpoints/best.pt", "fid_results.txt")
+
+
+def mlflow_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}", MLFLOW_DISABLE_TELEMETRY="true",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, mnist_dir, inception_cache):
+    """One `mlflow run . --env-manager local` of the main entry point; returns (client, run, env)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("mlflow")
+    env = mlflow_env(tmp)
+    env["QVAE_CACHE_DIR"] = str(inception_cache)
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client.create_experiment("e2e", artifact_location=(tmp / "artifacts").as_uri())
+    params = [arg for k, v in {**TINY, "data_dir": str(mnist_dir)}.items() for arg in ("-P", f"{k}={v}")]
+    proc = subprocess.run([sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local",
+                           "--experiment-name", "e2e", *params], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    assert len(runs) == 1
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return client, runs[0], env
+
+
+def test_run_finished_with_params_and_provenance(finished_run):
+    _, run, _ = finished_run
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["num_visible"] == "8" and p["dist_beta"] == "10.0" and p["device_used"] == "cpu"
+    for key in ("mnist_source", "mnist_md5_train-images-idx3-ubyte", "version_torch", "version_mlflow",
+                "version_optuna", "version_kaiwu_community", "git_commit", "git_dirty", "fid_samples"):
+        assert key in p, key
+    assert run.data.tags["mlflow.runName"] == "tiny-e2e"
+    contexts = {d.tags[0].value for d in run.inputs.dataset_inputs}
+    assert contexts == {"training", "evaluation"}
+
+
+def test_every_metric_has_one_value_per_epoch(finished_run):
+    client, run, _ = finished_run
+    for name in PER_EPOCH:
+        history = client.get_metric_history(run.info.run_id, name)
+        assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), name
+    for name in ("fid", "fid_64", "kid"):
+        assert name in run.data.metrics, name
+    assert run.data.metrics["fid"] > 0
+
+
+def test_artifacts_exist_and_images_decode(finished_run, tmp_path):
+    import mlflow
+
+    _, run, _ = finished_run
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(tmp_path)))
+    for name in ARTIFACTS:
+        assert (local / name).is_file(), name
+    for picture in [*local.glob("*.png"), *local.glob("tsne_frames/*.png")]:
+        with Image.open(picture) as image:
+            image.verify()
+    with Image.open(local / "tsne_evolution.gif") as gif:
+        assert gif.is_animated and gif.n_frames == EPOCHS
+    assert "Samples: 16 generated vs 16 test images" in (local / "fid_results.txt").read_text()
+    series = list((local / "images").glob("generated*step*"))  # the per-epoch image series
+    assert len([p for p in series if p.suffix == ".png"]) >= EPOCHS
+
+
+def test_model_is_logged_with_signature_and_input_example(finished_run):
+    import mlflow
+
+    _, run, _ = finished_run
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    assert info.run_id == run.info.run_id
+    assert info.signature.inputs.input_names() == ["seed"]
+    assert {p.name for p in info.signature.params.params} == {"num_images", "sweeps"}
+    assert info.saved_input_example_info is not None
+
+
+LOAD_AND_GENERATE = """
+import hashlib, sys, mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+images = model.predict(pd.DataFrame({"seed": [0, 1, 2, 5]}))
+more = model.predict(pd.DataFrame({"seed": [3]}), params={"num_images": 6, "sweeps": 5})
+print(images.shape, images.dtype, float(images.min()) >= 0, float(images.max()) <= 1, more.shape)
+print(hashlib.sha256(images.tobytes()).hexdigest())
+"""
+
+
+def test_logged_model_generates_reproducibly_in_fresh_processes(finished_run):
+    _, run, env = finished_run
+    uri = f"runs:/{run.info.run_id}/model"
+    outputs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", LOAD_AND_GENERATE, uri], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        outputs.append(proc.stdout.strip().splitlines()[-2:])
+    assert outputs[0][0] == "(4, 784) float32 True True (6, 784)"
+    assert outputs[0][1] == outputs[1][1]  # identical images for identical seeds across processes
