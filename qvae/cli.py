@@ -108,8 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .tracking import run_main_job
 
-    run_id = run_main_job(config, options)
-    print(f"MLflow run {run_id} finished")
+    result = run_main_job(config, options)
+    print(f"MLflow run {result.run_id} finished")
     return 0
 
 

@@ -167,7 +167,7 @@ class JobOptions:
     fid_batch_size: int = 100
     tsne_interval: int = 1  # a t-SNE frame every N epochs (0: none)
     tsne_points: int = 2000  # test images in each frame
-    tsne_final_points: int = 10_000  # test images in the final high-quality t-SNE
+    tsne_final_points: int = 10_000  # test images in the final high-quality t-SNE (0: none)
     experiment_name: str = ""  # "" = the active/default experiment (mlflow run picks it)
     run_name: str = ""
     register_model: str = ""  # a registered model name, e.g. qvae-mnist ("" = do not register)
@@ -182,9 +182,9 @@ class JobOptions:
                               f"got {self.fid_samples}")
         if self.tsne_interval < 0:
             raise ConfigError(f"tsne_interval must be >= 0 (0: no frames), got {self.tsne_interval}")
-        for name in ("tsne_points", "tsne_final_points"):
-            value = getattr(self, name)
-            if not 10 <= value <= 10_000:
-                raise ConfigError(f"{name} must be in 10..10000, got {value}")
+        if not 10 <= self.tsne_points <= 10_000:
+            raise ConfigError(f"tsne_points must be in 10..10000, got {self.tsne_points}")
+        if self.tsne_final_points != 0 and not 10 <= self.tsne_final_points <= 10_000:
+            raise ConfigError(f"tsne_final_points must be 0 (none) or in 10..10000, got {self.tsne_final_points}")
         if self.fid_batch_size < 1:
             raise ConfigError(f"fid_batch_size must be >= 1, got {self.fid_batch_size}")

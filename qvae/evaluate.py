@@ -261,7 +261,8 @@ def compute_fid(
     (default ``default_cache_dir()``) unless ``weights`` names the file. The real side's metric
     state is cached under ``cache_dir/fid-real-stats`` (``cache_real``), keyed by everything that
     changes it, so later calls with the same real images only run Inception on ``generated``.
-    ``kid_subset_size`` defaults to min(1000, N) (torchmetrics needs it <= N); the subsets are
+    ``kid_subset_size`` defaults to min(1000, N // 2): subsets of every image would all be the
+    same set, leaving ``kid_std`` meaningless (torchmetrics needs it <= N); the subsets are
     drawn with the torch seed ``seed``, leaving the global RNG as it was. The ``FidResult``
     reads as the dict ``{"fid", "fid_64", "kid", "kid_std", "fid_samples"}``.
     """
@@ -279,7 +280,7 @@ def compute_fid(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(gen)
-    subset = min(MAX_KID_SUBSET, n) if kid_subset_size is None else kid_subset_size
+    subset = min(MAX_KID_SUBSET, max(MIN_SAMPLES, n // 2)) if kid_subset_size is None else kid_subset_size
     if not MIN_SAMPLES <= subset <= n:
         raise ValueError(f"kid_subset_size must be in [2, fid_samples={n}], got {subset}")
     if kid_subsets < 1:

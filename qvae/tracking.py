@@ -14,8 +14,9 @@ import logging
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import mlflow
 import numpy as np
@@ -26,7 +27,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from .config import Config, JobOptions
 from .data import MnistData, load_mnist
 from .model import QVAE
-from .train import BEST_CHECKPOINT, EpochReport, train
+from .train import BEST_CHECKPOINT, EpochReport, resolve_device, train
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -36,6 +37,18 @@ DEFAULT_REGISTERED_MODEL = "qvae-mnist"
 
 
 # ---------------------------------------------------------------- provenance
+def log_new_params(params: dict[str, Any]) -> None:
+    """Log params on the active run, skipping keys it already holds.
+
+    `mlflow run` logs the entry point's parameters itself (as given on the command line, e.g.
+    kl_beta=0.000001); MLflow refuses to change a logged param, so those keep their values.
+    """
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -153,17 +166,37 @@ def _pip_requirements() -> list[str]:
 
 
 # ---------------------------------------------------------------- the main job
-def run_main_job(config: Config, options: JobOptions) -> str:
-    """Train, evaluate and log one QVAE; returns the MLflow run id."""
+@dataclass
+class JobResult:
+    run_id: str
+    metrics: dict[str, float]  # the last epoch's metrics plus fid/fid_64/kid when computed
+    stopped_early: bool  # a callback (e.g. an Optuna pruner) ended training
+    model_uri: str | None = None  # the logged generator (None when stopped early)
+
+
+def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | None = None,
+                 callbacks: Sequence[Any] = (), data: MnistData | None = None,
+                 on_run_start: Callable[[str], None] | None = None) -> JobResult:
+    """Train, evaluate and log one QVAE in one MLflow run (a child run under `parent_run_id`).
+
+    `callbacks` run after the MLflow logger each epoch; when one stops training early, the run
+    keeps its per-epoch record but skips the final evaluation and the model. `on_run_start`
+    receives the run id as soon as the run exists (e.g. to store it on an Optuna trial).
+    """
     options.validate(config)  # fail before anything is downloaded, trained or recorded
-    if options.experiment_name and not os.environ.get("MLFLOW_RUN_ID"):
+    launched_by_mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID")) and parent_run_id is None
+    if options.experiment_name and not launched_by_mlflow_run and parent_run_id is None:
         mlflow.set_experiment(options.experiment_name)
     workdir = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp(prefix="qvae-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    data = load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
-                      binarize=config.binarize, seed=config.seed)
-    with mlflow.start_run(run_name=options.run_name or None) as run:
-        if options.experiment_name and os.environ.get("MLFLOW_RUN_ID"):
+    if data is None:
+        data = load_mnist(config.data_dir, train_size=config.train_size or None,
+                          test_size=config.test_size or None, binarize=config.binarize, seed=config.seed)
+    with mlflow.start_run(run_name=options.run_name or None, parent_run_id=parent_run_id,
+                          nested=parent_run_id is not None) as run:
+        if on_run_start is not None:
+            on_run_start(run.info.run_id)
+        if options.experiment_name and launched_by_mlflow_run:
             experiment = mlflow.get_experiment(run.info.experiment_id)
             if experiment.name != options.experiment_name:
                 log.warning("experiment_name=%r ignored: `mlflow run` already placed this run in %r; "
@@ -171,25 +204,27 @@ def run_main_job(config: Config, options: JobOptions) -> str:
         if options.run_name:
             mlflow.set_tag("mlflow.runName", options.run_name)
         mlflow.set_tags({"qvae.entry_point": "main", **options.extra_tags})
-        from .train import resolve_device
-
         params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
                                   **data.source.as_params(), **library_versions(), **git_state(),
                                   "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
                                   "tsne_points": options.tsne_points}
-        mlflow.log_params(params)
+        log_new_params(params)
         log_dataset(data)
         epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
-        result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger],
+        result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
                        progress=options.progress)
-        log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir)
-        mlflow.set_tag("best_epoch", str(result.best_epoch))
-        log_generator(result.model, workdir, options.register_model)
-        return run.info.run_id
+        metrics = dict(result.history[-1]) if result.history else {}
+        if result.best_epoch is not None:
+            mlflow.set_tag("best_epoch", str(result.best_epoch))
+        model_uri = None
+        if not result.stopped_early:
+            metrics.update(log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir))
+            model_uri = log_generator(result.model, workdir, options.register_model).model_uri
+        return JobResult(run.info.run_id, metrics, result.stopped_early, model_uri)
 
 
 def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, float]],
-                      epoch_logger: MlflowEpochLogger, options: JobOptions, workdir: Path) -> None:
+                      epoch_logger: MlflowEpochLogger, options: JobOptions, workdir: Path) -> dict[str, float]:
     """Pictures, the t-SNE GIF and final t-SNE, FID/KID and fid_results.txt."""
     from .plots import assemble_gif, save_tsne, write_pictures
 
@@ -199,10 +234,11 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
     if epoch_logger.frames:
         mlflow.log_artifact(str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
     n = min(options.tsne_final_points, len(data.test_x))
-    features = model.latent_features(data.test_x[:n].to(model.train_bias.device)).cpu().numpy()
-    final = save_tsne(features, data.test_y[:n].cpu().numpy(), workdir / "tsne_final.png",
-                      title=f"latent features of {n} test images after {len(history)} epochs", seed=config.seed)
-    mlflow.log_artifact(str(final))
+    if n:
+        features = model.latent_features(data.test_x[:n].to(model.train_bias.device)).cpu().numpy()
+        final = save_tsne(features, data.test_y[:n].cpu().numpy(), workdir / "tsne_final.png",
+                          title=f"latent features of {n} test images after {len(history)} epochs", seed=config.seed)
+        mlflow.log_artifact(str(final))
     if options.fid_samples:
         scores = evaluate_fid(model, data, options)
         mlflow.log_metrics(scores)
@@ -214,6 +250,8 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
             f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
             f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
         mlflow.log_artifact(str(results))
+        return scores
+    return {}
 
 
 def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str, float]:

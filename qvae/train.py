@@ -190,8 +190,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
             save_checkpoint(state, checkpoint)
             if is_best:
                 save_checkpoint(state, ckpt_dir / BEST_CHECKPOINT)
-        if progress:
-            tqdm.write(_summary_line(epoch, config.epochs, metrics))
+        tqdm.write(_summary_line(epoch, config.epochs, metrics))
         try:
             for callback in callbacks:
                 callback.on_epoch_end(EpochReport(epoch, metrics, model, checkpoint, is_best))
