@@ -1,0 +1,174 @@
+"""A small Optuna study end to end: child runs, pruning, the champion alias, loading it back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from qvae.config import Config, ConfigError, JobOptions
+from tuning.objective import RUN_ID_ATTR
+from tuning.registry import register_champion
+from tuning.space import SearchSpace
+from tuning.study import StudySettings, open_study, redact, run_study
+
+BASE = dict(epochs=3, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8,
+            train_size=300, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,
+            generate_sweeps=10, device="cpu")
+SPACE = SearchSpace(latent_total=16, visible_min=4, visible_step=4, dist_beta_min=5, dist_beta_max=15,
+                    kl_beta_min=1e-4, kl_beta_max=1e-2, lr_min=1e-5, lr_max=1e-2)
+OPTIONS = JobOptions(fid_samples=0, tsne_interval=0, tsne_final_points=0, progress=False)
+GOOD = {"num_visible": 8, "dist_beta": 10.0, "kl_beta": 1e-3, "lr": 5e-3}
+BAD = {"num_visible": 8, "dist_beta": 10.0, "kl_beta": 1e-3, "lr": 1e-5}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh SQLite tracking store; the working directory holds its artifacts."""
+    tmp = tmp_path_factory.mktemp("tuning")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(tmp)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments()  # create the database once, before parallel writers
+    yield tmp
+    os.chdir(old_cwd)
+    if old_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+def settings(store: Path, name: str, **changes) -> StudySettings:
+    values = dict(study_name=name, storage=f"journal:{store / 'journal.log'}", objective="val_neg_elbo",
+                  register_model="qvae-mnist", n_trials=4, workers=2)
+    return StudySettings(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def first_study(store, mnist_dir):
+    config = Config(**BASE, data_dir=str(mnist_dir))
+    s = settings(store, "study-a")
+    study = open_study(s)
+    study.enqueue_trial(GOOD)  # two solid starting points; TPE proposes the rest
+    study.enqueue_trial({**GOOD, "num_visible": 4})
+    return run_study(s, config, SPACE, OPTIONS), config
+
+
+def parent_and_children(study_name: str):
+    client = MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.`optuna.study_name` = '{study_name}'")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_every_trial_is_one_child_run_of_the_study_run(first_study):
+    study, _ = first_study
+    trials = [t for t in study.trials if t.state.is_finished()]
+    assert len(trials) == 4
+    parents, children = parent_and_children("study-a")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    by_run = {c.info.run_id: c for c in children}
+    assert sorted(t.user_attrs[RUN_ID_ATTR] for t in trials) == sorted(by_run)
+    for t in trials:
+        child = by_run[t.user_attrs[RUN_ID_ATTR]]
+        assert child.data.tags["optuna.trial_number"] == str(t.number)
+    p = parent.data.params
+    assert p["objective"] == "val_neg_elbo" and p["optuna_sampler"] == "tpe" and p["pruner"] == "median"
+    assert p["space_kl_beta_max"] == "0.01"
+
+
+def test_pruned_trials_are_recorded_as_pruned_not_failed(first_study, store):
+    """One worker, so the order is fixed: two good trials, then one the median pruner must stop."""
+    _, config = first_study
+    s = settings(store, "study-pruning", n_trials=3, workers=1, register_model="")
+    study = open_study(s)
+    for params in (GOOD, {**GOOD, "num_visible": 4}, BAD):
+        study.enqueue_trial(params)
+    study = run_study(s, config, SPACE, OPTIONS)
+    states = [t.state for t in sorted(study.trials, key=lambda t: t.number)]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    pruned = study.trials[-1]
+    child = MlflowClient().get_run(pruned.user_attrs[RUN_ID_ATTR])
+    assert child.info.status == "FINISHED"  # not FAILED: pruning is not a crash
+    assert child.data.tags["optuna.trial_state"] == "PRUNED"
+    assert int(child.data.tags["optuna.pruned_at_epoch"]) < BASE["epochs"]
+    assert len(MlflowClient().get_metric_history(child.info.run_id, "val_elbo")) == int(
+        child.data.tags["optuna.pruned_at_epoch"])
+
+
+def test_parent_run_has_study_plots_and_trial_table(first_study, tmp_path):
+    _, children = parent_and_children("study-a")
+    parent_id = children[0].data.tags["mlflow.parentRunId"]
+    local = Path(mlflow.artifacts.download_artifacts(run_id=parent_id, dst_path=str(tmp_path)))
+    assert (local / "trials.csv").read_text().count("\n") == 5  # header + 4 trials
+    for name in ("optimization_history.png", "param_importances.png", "parallel_coordinate.png"):
+        assert (local / "study_plots" / name).stat().st_size > 1000, name
+
+
+def test_champion_is_the_best_trial_and_is_not_registered_twice(first_study):
+    study, _ = first_study
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias("qvae-mnist", "champion")
+    assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
+    assert float(champion.tags["objective_value"]) == pytest.approx(study.best_value)
+    again = register_champion(study, "qvae-mnist", objective="val_neg_elbo")
+    assert not again.created and again.version.version == champion.version
+    assert len(client.search_model_versions("name='qvae-mnist'")) == 1
+
+
+def test_a_worse_study_does_not_demote_the_champion(first_study, store):
+    _, config = first_study
+    before = MlflowClient().get_model_version_by_alias("qvae-mnist", "champion")
+    s = settings(store, "study-b", n_trials=1, workers=1)
+    open_study(s).enqueue_trial(BAD)
+    worse = run_study(s, config, SPACE, OPTIONS)
+    assert worse.best_value > float(before.tags["objective_value"])
+    after = MlflowClient().get_model_version_by_alias("qvae-mnist", "champion")
+    assert after.version == before.version
+    assert len(MlflowClient().search_model_versions("name='qvae-mnist'")) == 2  # registered, not promoted
+
+
+def test_champion_loads_and_generates_in_a_fresh_process(first_study):
+    code = ("import mlflow, pandas as pd; m = mlflow.pyfunc.load_model('models:/qvae-mnist@champion'); "
+            "x = m.predict(pd.DataFrame({'seed': [1, 2, 3]})); print(x.shape, float(x.min()) >= 0, float(x.max()) <= 1)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "(3, 784) True True"
+
+
+def test_bad_settings_are_refused_before_anything_runs(store):
+    with pytest.raises(ConfigError, match="pruner must be one of median, hyperband, none"):
+        StudySettings(pruner="asha").validate()
+    with pytest.raises(ConfigError, match="visible_min must be in 1..8"):
+        SearchSpace(latent_total=16, visible_min=9)
+    with pytest.raises(ConfigError, match="kl_beta_min and kl_beta_max"):
+        SearchSpace(kl_beta_min=0.0)
+
+
+def test_storage_passwords_are_redacted():
+    assert redact("postgresql://qvae:s3cret@db:5432/optuna") == "postgresql://qvae:***@db:5432/optuna"
+    assert redact("journal:/tmp/j.log") == "journal:/tmp/j.log"
+
+
+def test_search_space_suggests_valid_splits():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        changes = SPACE.suggest(trial)
+        assert changes["num_visible"] + changes["num_hidden"] == 16
+        assert 4 <= changes["num_visible"] <= 12
+        Config(**{**BASE, **changes})
+        study.tell(trial, 0.0)

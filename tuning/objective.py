@@ -1,0 +1,106 @@
+"""The objective of one trial: train a QVAE in an MLflow child run and return its score.
+
+Each epoch reports the validation negative ELBO to Optuna, so a pruner can stop a poor trial
+early; a pruned trial keeps its child run (marked pruned, not failed). Invalid trials (a config
+that cannot be built, a diverging loss) fail with the reason recorded on the trial and the run,
+and the study goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import mlflow
+import optuna
+
+from qvae.config import Config, ConfigError, JobOptions
+from qvae.data import MnistData
+from qvae.train import DivergenceError, EpochReport, StopTraining
+from qvae.tracking import run_main_job
+
+from .space import SearchSpace
+
+OBJECTIVES = ("fid", "val_neg_elbo")
+RUN_ID_ATTR = "mlflow_run_id"
+MODEL_URI_ATTR = "model_uri"
+
+
+def negative_elbo(metrics: dict[str, float]) -> float:
+    """-ELBO on the validation set (nats); the unnormalised one if log Z was not estimated."""
+    return -metrics.get("val_elbo", metrics["val_elbo_unnormalized"])
+
+
+class PruningCallback:
+    """Reports -val_elbo each epoch; stops training when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, report: EpochReport) -> None:
+        value = negative_elbo(report.metrics)
+        if not math.isfinite(value):
+            raise DivergenceError(f"epoch {report.epoch}: validation negative ELBO is {value}")
+        self.trial.report(value, report.epoch)
+        if self.trial.should_prune():
+            self.pruned_at = report.epoch
+            mlflow.set_tags({"optuna.trial_state": "PRUNED", "optuna.pruned_at_epoch": str(report.epoch)})
+            raise StopTraining
+
+
+class Objective:
+    """Callable for `study.optimize`: one trial = one MLflow child run of `parent_run_id`."""
+
+    def __init__(self, base: Config, space: SearchSpace, options: JobOptions, parent_run_id: str,
+                 objective: str = "fid", data: MnistData | None = None, study_name: str = "") -> None:
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+        if objective == "fid" and options.fid_samples < 2:
+            raise ConfigError(f"objective=fid needs fid_samples >= 2, got {options.fid_samples}")
+        self.base, self.space, self.options = base, space, options
+        self.parent_run_id, self.objective, self.data, self.study_name = parent_run_id, objective, data, study_name
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            config = self.base.replace(**self.space.suggest(trial))
+        except ConfigError as err:
+            trial.set_user_attr("fail_reason", str(err))
+            raise
+        options = replace(self.options, run_name=f"trial-{trial.number}", register_model="",
+                          extra_tags={"optuna.study_name": self.study_name, "optuna.trial_number": str(trial.number),
+                                      "qvae.entry_point": "tune"})
+        pruning = PruningCallback(trial)
+        try:
+            result = run_main_job(config, options, parent_run_id=self.parent_run_id, callbacks=[pruning],
+                                  data=self.data, on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
+        except DivergenceError as err:
+            self._record_failure(trial, str(err))
+            raise
+        if result.stopped_early:
+            raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
+        trial.set_user_attr(MODEL_URI_ATTR, result.model_uri)
+        value = result.metrics["fid"] if self.objective == "fid" else negative_elbo(result.metrics)
+        if not math.isfinite(value):
+            self._record_failure(trial, f"objective {self.objective} is {value}")
+            raise DivergenceError(f"objective {self.objective} is {value}")
+        client = mlflow.MlflowClient()
+        client.set_tag(result.run_id, "optuna.trial_state", "COMPLETE")
+        client.set_tag(result.run_id, "optuna.objective", self.objective)
+        client.log_metric(result.run_id, "objective", value)
+        return value
+
+    @staticmethod
+    def _record_failure(trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("fail_reason", reason)
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            client = mlflow.MlflowClient()
+            client.set_tag(run_id, "optuna.trial_state", "FAIL")
+            client.set_tag(run_id, "fail_reason", reason[:5000])
+
+
+def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {"number": trial.number, "state": trial.state.name, "value": trial.value, **trial.params,
+            RUN_ID_ATTR: trial.user_attrs.get(RUN_ID_ATTR), "fail_reason": trial.user_attrs.get("fail_reason")}

@@ -1,0 +1,63 @@
+"""The study's pictures and trial table, logged to the parent MLflow run."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
+
+from .objective import RUN_ID_ATTR  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PLOTS = {
+    "optimization_history.png": optuna.visualization.matplotlib.plot_optimization_history,
+    "param_importances.png": optuna.visualization.matplotlib.plot_param_importances,
+    "parallel_coordinate.png": optuna.visualization.matplotlib.plot_parallel_coordinate,
+    "intermediate_values.png": optuna.visualization.matplotlib.plot_intermediate_values,
+}
+
+
+def log_study_report(study: optuna.Study) -> None:
+    """trials.csv, the study plots (PNG) and the best trial's summary on the active run."""
+    with tempfile.TemporaryDirectory(prefix="qvae-study-") as tmp:
+        table = Path(tmp) / "trials.csv"
+        frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration",
+                                              "datetime_start", "datetime_complete"))
+        frame.to_csv(table, index=False)
+        mlflow.log_artifact(str(table))
+        complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        for name, plot in PLOTS.items():
+            if name == "param_importances.png" and len(complete) < 2:
+                continue  # importances need at least two completed trials
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # optuna marks its matplotlib API experimental
+                    axes = plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError) as err:
+                log.warning("study plot %s skipped: %s", name, err)
+                continue
+            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            figure.set_size_inches(9, 5.5)
+            figure.tight_layout()
+            figure.savefig(Path(tmp) / name, dpi=110)
+            plt.close(figure)
+            mlflow.log_artifact(str(Path(tmp) / name), artifact_path="study_plots")
+    counts = {state.name.lower(): sum(t.state == state for t in study.trials)
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
+    if complete:
+        best = study.best_trial
+        mlflow.log_metric("best_value", best.value)
+        mlflow.set_tags({"best_trial_number": str(best.number),
+                         "best_trial_run_id": str(best.user_attrs.get(RUN_ID_ATTR)),
+                         **{f"best_param.{k}": str(v) for k, v in best.params.items()}})

@@ -1,0 +1,81 @@
+"""The search space: which hyperparameters a trial draws, and from which ranges.
+
+Defaults follow the user's question: how to split a fixed latent vector between RBM visible and
+hidden units, and how sharp (`dist_beta`) and how heavily weighted (`kl_beta`) the prior term
+should be. Every range is overridable by flags or a JSON file with the same field names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from qvae.config import ConfigError
+
+
+@dataclass
+class SearchSpace:
+    latent_total: int = 256  # fixed total of RBM units (the config's latent_dim) unless latent_choices
+    latent_choices: tuple[int, ...] = ()  # optionally search the total too, e.g. (128, 256)
+    visible_min: int = 16  # num_visible is drawn from visible_min..total - visible_min
+    visible_step: int = 16
+    dist_beta_min: float = 2.0
+    dist_beta_max: float = 30.0  # log scale
+    kl_beta_min: float = 1e-6
+    kl_beta_max: float = 1.0  # log scale over several decades
+    lr_min: float = 0.0  # 0: lr is not searched (the base config's lr is used)
+    lr_max: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.latent_choices = tuple(int(c) for c in self.latent_choices)
+        self.validate()
+
+    def validate(self) -> None:
+        totals = self.latent_choices or (self.latent_total,)
+        for total in totals:
+            if total < 2:
+                raise ConfigError(f"latent totals must be >= 2, got {total}")
+            if not 1 <= self.visible_min <= total // 2:
+                raise ConfigError(f"visible_min must be in 1..{total // 2} for a latent total of {total}, "
+                                  f"got {self.visible_min}")
+        if self.visible_step < 1:
+            raise ConfigError(f"visible_step must be >= 1, got {self.visible_step}")
+        for name in ("dist_beta", "kl_beta"):
+            low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if not 0 < low <= high:
+                raise ConfigError(f"{name}_min and {name}_max must satisfy 0 < min <= max, got {low}, {high}")
+        if (self.lr_min, self.lr_max) != (0.0, 0.0) and not 0 < self.lr_min <= self.lr_max:
+            raise ConfigError(f"lr_min and lr_max must both be 0 (lr not searched) or 0 < min <= max, "
+                              f"got {self.lr_min}, {self.lr_max}")
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Config changes for one trial: the latent split, dist_beta, kl_beta (and lr)."""
+        total = (trial.suggest_categorical("latent_dim", list(self.latent_choices)) if self.latent_choices
+                 else self.latent_total)
+        high = total - self.visible_min
+        step = self.visible_step if (high - self.visible_min) % self.visible_step == 0 else 1
+        visible = trial.suggest_int("num_visible", self.visible_min, high, step=step)
+        changes: dict[str, Any] = {
+            "latent_dim": total, "num_visible": visible, "num_hidden": total - visible,
+            "dist_beta": trial.suggest_float("dist_beta", self.dist_beta_min, self.dist_beta_max, log=True),
+            "kl_beta": trial.suggest_float("kl_beta", self.kl_beta_min, self.kl_beta_max, log=True),
+        }
+        if self.lr_max > 0:
+            changes["lr"] = trial.suggest_float("lr", self.lr_min, self.lr_max, log=True)
+        return changes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> "SearchSpace":
+        values = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown search-space field(s) in {path}: {', '.join(unknown)}")
+        return cls(**{**values, **overrides})
