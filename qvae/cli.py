@@ -1,4 +1,4 @@
-"""Command line: `qvae fetch | train | run` (also `python -m qvae`).
+"""Command line: `qvae fetch | train | run | generate` (also `python -m qvae`).
 
 Every Config field is a flag of `qvae train` (`--num-visible 64`), so the CLI, the JSON config,
 and later the MLflow params all speak the same names.
@@ -52,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="JSON file of config fields; flags override it")
     _add_job_flags(run)
     _add_config_flags(run)
+
+    gen = sub.add_parser("generate", help="generate digits from a logged or registered model")
+    gen.add_argument("--model", required=True,
+                     help="MLflow model URI: models:/qvae-mnist@champion, models:/qvae-mnist/3, runs:/<id>/model, a path")
+    gen.add_argument("--num-images", type=int, default=64)
+    gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
+    gen.add_argument("--sweeps", type=int, default=None,
+                     help="Gibbs burn-in of the prior per image (default or -1: the model's own, which gave its "
+                          "logged FID)")
+    gen.add_argument("--output", default="samples.png", help="a PNG grid, a .npy file, or a folder of PNGs")
+    gen.add_argument("--format", choices=("png", "npy", "png-dir"), default=None,
+                     help="default: from --output (.npy -> npy, .png -> png, otherwise png-dir)")
+    gen.add_argument("--device", default="auto")
     return parser
 
 
@@ -113,7 +126,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "run": cmd_run}
+def cmd_generate(args: argparse.Namespace) -> int:
+    import os
+
+    from .loading import ModelNotFoundError, load_generator, write_images
+
+    if args.sweeps == -1:
+        args.sweeps = None
+    fmt = args.format or ("npy" if args.output.endswith(".npy") else "png" if args.output.endswith(".png")
+                          else "png-dir")
+    try:
+        generator = load_generator(args.model, device=args.device)
+        images = generator.generate(args.num_images, seed=args.seed, sweeps=args.sweeps)
+    except (ModelNotFoundError, ValueError) as err:
+        print(f"qvae generate: error: {err}", file=sys.stderr)
+        return 2
+    path = write_images(images, Path(args.output), fmt)
+    print(f"wrote {args.num_images} images from {args.model} (seed {args.seed}, sweeps "
+          f"{args.sweeps if args.sweeps is not None else generator.default_sweeps}) to {path}")
+    if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e generate`: keep the result
+        import mlflow
+
+        with mlflow.start_run():
+            mlflow.log_artifact(str(path)) if path.is_file() else mlflow.log_artifacts(str(path), path.name)
+    return 0
+
+
+COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "run": cmd_run, "generate": cmd_generate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,9 +6,10 @@ and the `qvae` package travels as code, so a logged model loads in a fresh proce
 but MLflow and torch.
 
 Input: a table with a `seed` column, one image per row (the same seed always gives the same
-image, whatever else is in the request). Params: `num_images` (> 0: that many images with seeds
-seed[0], seed[0] + 1, ...), `sweeps` (Gibbs burn-in of the prior, default: the trained config's
-`generate_sweeps`). Output: float32 array (N, 784) of pixel intensities in [0, 1].
+image, whatever else is in the request). Params: `num_images` (> 0: that many images for the
+request seed seed[0], i.e. image seeds seed[0] * 2^32 + i, as `qvae generate --seed` and
+`Generator.generate(n, seed)` draw them), `sweeps` (Gibbs burn-in of the prior, default: the
+trained config's `generate_sweeps`). Output: float32 array (N, 784) of intensities in [0, 1].
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class QVAEGenerator(PythonModel):
         self.model.load_state_dict(state)
         self.model.to(self.device).eval()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):  # untyped: MLflow validates against the signature
         seeds = seeds_from_input(model_input, params or {})
         sweeps = (params or {}).get("sweeps")
         images = self.model.generate_from_seeds(seeds, sweeps=None if sweeps is None else int(sweeps))
@@ -70,12 +71,13 @@ def seeds_from_input(model_input: Any, params: dict[str, Any]) -> list[int]:
     if num_images < 0 or num_images > MAX_IMAGES_PER_CALL:
         raise ValueError(f"num_images must be in 0..{MAX_IMAGES_PER_CALL} (0: one image per seed), got {num_images}")
     if num_images:
-        first = seeds[0] if seeds else 0
-        seeds = list(range(first, first + num_images))
+        from qvae.model import image_seeds
+
+        seeds = image_seeds(seeds[0] if seeds else 0, num_images)
     if not 1 <= len(seeds) <= MAX_IMAGES_PER_CALL:
         raise ValueError(f"number of images must be in 1..{MAX_IMAGES_PER_CALL}, got {len(seeds)}")
-    if any(s < 0 for s in seeds):
-        raise ValueError("seeds must be >= 0")
+    if any(not 0 <= s < 2**63 for s in seeds):
+        raise ValueError("seeds must be in 0..2^63-1")
     return seeds
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +34,23 @@ from .config import Config
 from .prior import RBM
 from .samplers import Sampler, gibbs_sweeps
 from .smoothing import OverlappingExponential
+
+SEED_STRIDE = 2**32
+MAX_REQUEST_SEED = 2**31 - 1
+
+
+def image_seeds(seed: int, n: int) -> list[int]:
+    """Per-image seeds of a request for n images with `seed`: seed * 2^32 + i.
+
+    Requests with different seeds never share an image seed, and request seed 0 asks for image
+    seeds 0..n-1 (the images the main job's FID was computed on).
+    """
+    if not 0 <= seed <= MAX_REQUEST_SEED:
+        raise ValueError(f"seed must be in 0..{MAX_REQUEST_SEED}, got {seed}")
+    if not 0 <= n <= SEED_STRIDE:
+        raise ValueError(f"number of images must be in 0..{SEED_STRIDE}, got {n}")
+    return [seed * SEED_STRIDE + i for i in range(n)]
+
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU,
@@ -163,8 +181,9 @@ class QVAE(nn.Module):
         """One image per seed, (len(seeds), input_dim) in [0, 1].
 
         Each image depends only on its own seed (and the model), not on which other seeds share
-        the call: every row draws all its random numbers from a CPU generator seeded by that
-        seed, so seed 7 gives the same digit alone or in a batch, on any device.
+        the call: every row draws all its random numbers from its own PCG64 stream keyed by the
+        full 64-bit seed (torch's CPU generator would only use 32 bits of it), so seed 7 gives the
+        same digit alone or in a batch, on any device.
         """
         if len(seeds) < 1:
             raise ValueError("seeds must hold at least one seed")
@@ -176,9 +195,9 @@ class QVAE(nn.Module):
         per_row = nv + sweeps * (nh + nv) + nh + p.num_units
         images = []
         for start in range(0, len(seeds), chunk_size):
-            rows = [torch.rand(per_row, generator=torch.Generator().manual_seed(int(seed)))
-                    for seed in seeds[start:start + chunk_size]]
-            u = torch.stack(rows).to(device=device, dtype=p.weight.dtype)
+            rows = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed)))).random(
+                per_row, dtype=np.float32) for seed in seeds[start:start + chunk_size]]
+            u = torch.from_numpy(np.stack(rows)).to(device=device, dtype=p.weight.dtype)
             v = (u[:, :nv] < 0.5).to(u.dtype)
             offset = nv
             for _ in range(sweeps):

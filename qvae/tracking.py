@@ -26,7 +26,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 
 from .config import Config, JobOptions
 from .data import MnistData, load_mnist
-from .model import QVAE
+from .model import QVAE, image_seeds
 from .train import BEST_CHECKPOINT, EpochReport, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str,
 
     device = model.train_bias.device
     n = options.fid_samples
-    generated = model.generate_from_seeds(list(range(n)))
+    generated = model.generate_from_seeds(image_seeds(0, n))  # = request seed 0 of the logged model
     scores = compute_fid(generated, data.test_x[:n].to(device), device=device, batch_size=options.fid_batch_size,
                          progress=options.progress)
     return {k: float(v) for k, v in scores.items()}

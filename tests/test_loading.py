@@ -1,0 +1,175 @@
+"""Generating from logged and registered models: Python, CLI, REST serving, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+from PIL import Image
+
+import qvae
+from qvae.config import Config, JobOptions
+from qvae.loading import ModelNotFoundError
+from qvae.tracking import run_main_job
+
+TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8, train_size=1000,
+            test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8, generate_sweeps=15, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, mnist_dir):
+    """A tracking store holding one tiny trained model, registered as qvae-mnist v1 @champion."""
+    tmp = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(tmp)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    options = JobOptions(fid_samples=0, tsne_interval=0, tsne_final_points=0, register_model="qvae-mnist",
+                         progress=False)
+    result = run_main_job(Config(**TINY, data_dir=str(mnist_dir)), options)
+    MlflowClient().set_registered_model_alias("qvae-mnist", "champion", "1")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # the venv's uvicorn
+    yield tmp, result.run_id, env
+    os.chdir(old_cwd)
+    if old_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old_uri
+
+
+def test_every_uri_form_loads_and_generates(registry):
+    _, run_id, _ = registry
+    reference = qvae.load_generator("models:/qvae-mnist@champion").generate(6, seed=3)
+    assert reference.shape == (6, 1, 28, 28) and reference.min() >= 0 and reference.max() <= 1
+    for uri in (f"runs:/{run_id}/model", "models:/qvae-mnist/1", "models:/qvae-mnist/latest"):
+        assert torch.equal(qvae.load_generator(uri, device="cpu").generate(6, seed=3), reference), uri
+    local = mlflow.artifacts.download_artifacts("models:/qvae-mnist/1")
+    assert torch.equal(qvae.load_generator(local).generate(6, seed=3), reference)
+
+
+def test_seeds_and_sweeps_control_the_images(registry):
+    gen = qvae.load_generator("models:/qvae-mnist@champion")
+    a, b = gen.generate(5, seed=1), gen.generate(5, seed=2)
+    assert (a - b).abs().max() > 1e-2
+    assert torch.equal(gen.generate(5, seed=1), a)
+    assert (gen.generate(5, seed=1, sweeps=0) - a).abs().max() > 1e-2
+    assert gen.default_sweeps == 15
+
+
+def test_python_api_and_pyfunc_agree(registry):
+    import pandas as pd
+
+    model = mlflow.pyfunc.load_model("models:/qvae-mnist@champion")
+    via_pyfunc = model.predict(pd.DataFrame({"seed": [7]}), params={"num_images": 4})
+    via_api = qvae.load_generator("models:/qvae-mnist@champion").generate(4, seed=7)
+    assert np.allclose(via_pyfunc, via_api.reshape(4, -1).numpy(), atol=1e-6)
+
+
+def test_errors_a_user_can_act_on(registry, tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no registered model named 'qvae-mnsit'; registered models: qvae-mnist"):
+        qvae.load_generator("models:/qvae-mnsit@champion")
+    with pytest.raises(ModelNotFoundError, match=r"has no alias 'best'; its aliases: @champion -> version 1"):
+        qvae.load_generator("models:/qvae-mnist@best")
+    with pytest.raises(ModelNotFoundError, match="has no version '9'; its versions: 1"):
+        qvae.load_generator("models:/qvae-mnist/9")
+    gen = qvae.load_generator("models:/qvae-mnist@champion")
+    with pytest.raises(ValueError, match=r"number of images must be an integer in 1\.\.\d+"):
+        gen.generate(0)
+    with pytest.raises(ValueError, match=r"fits in free memory"):
+        gen.generate(10**12)
+    # a model written by an incompatible release names the format it needs
+    copy = tmp_path / "model"
+    shutil.copytree(mlflow.artifacts.download_artifacts("models:/qvae-mnist/1"), copy)
+    config_file = next(copy.rglob("config.json"))
+    meta = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(Exception, match="format version 99"):
+        qvae.load_generator(str(copy))
+
+
+def run_cli(env, *args):
+    return subprocess.run([sys.executable, "-m", "qvae", "generate", *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_writes_grid_npy_and_folder_and_is_reproducible_across_processes(registry, tmp_path):
+    _, _, env = registry
+    for name in ("a.npy", "b.npy"):
+        proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "9", "--seed", "4",
+                       "--output", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert a.shape == (9, 1, 28, 28) and np.array_equal(a, b)
+    assert np.allclose(a, qvae.load_generator("models:/qvae-mnist@champion").generate(9, seed=4).numpy(), atol=1e-6)
+    proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "9", "--output",
+                   str(tmp_path / "grid.png"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (2 * (3 * 30 + 2),) * 2
+    proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "3", "--output",
+                   str(tmp_path / "folder"))
+    assert proc.returncode == 0 and sorted(p.name for p in (tmp_path / "folder").iterdir()) == [
+        "00000.png", "00001.png", "00002.png"]
+    with Image.open(tmp_path / "folder" / "00000.png") as one:
+        assert one.size == (28, 28)
+
+
+def test_cli_errors_exit_nonzero_with_the_reason(registry):
+    _, _, env = registry
+    proc = run_cli(env, "--model", "models:/nope@champion")
+    assert proc.returncode == 2 and "registered models: qvae-mnist" in proc.stderr
+    proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "-3")
+    assert proc.returncode == 2 and "number of images must be an integer in 1.." in proc.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_rest_serving_answers_invocations_with_images(registry):
+    tmp, _, env = registry
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/qvae-mnist@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail(f"server did not start: {server.stderr.read().decode()[-3000:] if server.poll() is not None else 'timeout'}")
+                time.sleep(1)
+        url = f"http://127.0.0.1:{port}/invocations"
+        rows = post(url, {"dataframe_split": {"columns": ["seed"], "data": [[0], [1], [2]]}})["predictions"]
+        assert np.array(rows).shape == (3, 784)
+        batch = post(url, {"inputs": {"seed": [7]}, "params": {"num_images": 4, "sweeps": 15}})["predictions"]
+        expected = qvae.load_generator("models:/qvae-mnist@champion").generate(4, seed=7).reshape(4, -1).numpy()
+        assert np.allclose(np.array(batch, dtype=np.float32), expected, atol=1e-5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
