@@ -172,3 +172,37 @@ def test_search_space_suggests_valid_splits():
         assert 4 <= changes["num_visible"] <= 12
         Config(**{**BASE, **changes})
         study.tell(trial, 0.0)
+
+
+def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
+    """SIGINT in the middle of a study: the finished trials' best model still becomes champion."""
+    import signal
+    import time
+
+    journal = store / "interrupted.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"], "PYTHONUNBUFFERED": "1"}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in BASE.items() if k not in ("num_visible", "num_hidden")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuning", "--study-name", "interrupted", "--storage", f"journal:{journal}",
+         "--n-trials", "50", "--objective", "val_neg_elbo", "--register-model", "qvae-interrupted",
+         "--fid-samples", "0", "--epochs", "6", "--data-dir", str(mnist_dir), "--no-progress",
+         "--visible-min", "4", "--visible-step", "4", *[f for f in flags if not f.startswith("--epochs")]],
+        env=env, cwd=store, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="interrupted", storage=storage).trials
+        except KeyError:
+            trials = []
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            break
+        time.sleep(1)
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output[-3000:]
+    study = optuna.load_study(study_name="interrupted", storage=storage)
+    assert len(study.trials) < 50
+    champion = MlflowClient().get_model_version_by_alias("qvae-interrupted", "champion")
+    assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
