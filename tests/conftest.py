@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,31 @@ def inception_weights(inception_cache: Path) -> Path:
     from qvae.evaluate import inception_weights_path
 
     return inception_weights_path(inception_cache)
+
+
+@pytest.fixture(scope="module")
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh SQLite MLflow store for one test module, used as the process's tracking URI.
+
+    The working directory moves to the store's folder (default artifact locations land there) and
+    the venv's bin comes first on PATH (MLflow starts `uvicorn` and `python` by name). The
+    database is created here, once, before any parallel writer starts.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    tmp = tmp_path_factory.mktemp("mlflow-store")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    saved_cwd, saved_env = os.getcwd(), {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PATH")}
+    os.chdir(tmp)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments()
+    yield tmp
+    os.chdir(saved_cwd)
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

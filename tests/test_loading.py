@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -29,26 +28,13 @@ TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory, mnist_dir):
+def registry(tracking_store, mnist_dir):
     """A tracking store holding one tiny trained model, registered as qvae-mnist v1 @champion."""
-    tmp = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(tmp)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
     options = JobOptions(fid_samples=0, tsne_interval=0, tsne_final_points=0, register_model="qvae-mnist",
                          progress=False)
     result = run_main_job(Config(**TINY, data_dir=str(mnist_dir)), options)
     MlflowClient().set_registered_model_alias("qvae-mnist", "champion", "1")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # the venv's uvicorn
-    yield tmp, result.run_id, env
-    os.chdir(old_cwd)
-    if old_uri is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    return tracking_store, result.run_id, {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def test_every_uri_form_loads_and_generates(registry):

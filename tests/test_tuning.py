@@ -30,21 +30,8 @@ BAD = {"num_visible": 8, "dist_beta": 10.0, "kl_beta": 1e-3, "lr": 1e-5}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A fresh SQLite tracking store; the working directory holds its artifacts."""
-    tmp = tmp_path_factory.mktemp("tuning")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(tmp)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    MlflowClient().search_experiments()  # create the database once, before parallel writers
-    yield tmp
-    os.chdir(old_cwd)
-    if old_uri is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old_uri
+def store(tracking_store):
+    return tracking_store
 
 
 def settings(store: Path, name: str, **changes) -> StudySettings:
