@@ -189,9 +189,10 @@ def state_index(z: Tensor) -> Tensor:
 
 
 def _double(rbm: RBM) -> RBM:
-    copy = RBM(rbm.num_visible, rbm.num_hidden)
-    copy.load_state_dict({k: v.detach().cpu() for k, v in rbm.state_dict().items()})
-    return copy.double()
+    """A float64 CPU copy (converted before loading, so double parameters keep every digit)."""
+    copy = RBM(rbm.num_visible, rbm.num_hidden).double()
+    copy.load_state_dict({k: v.detach().cpu().double() for k, v in rbm.state_dict().items()})
+    return copy
 
 
 def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:

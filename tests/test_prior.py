@@ -111,3 +111,12 @@ def test_from_ising_rejects_couplings_inside_a_layer():
 def test_state_index_inverts_enumeration():
     states = all_binary_states(5)
     assert torch.equal(state_index(states), torch.arange(32))
+
+
+def test_exact_distribution_keeps_double_precision():
+    rbm = random_rbm(3, 3, scale=1.3)
+    with torch.no_grad():
+        rbm.weight[0, 0] = 1 / 3  # not representable in float32
+    states = all_binary_states(6, dtype=torch.float64)
+    brute = torch.softmax(-rbm.energy(states), 0)
+    assert torch.allclose(exact_distribution(rbm), brute, rtol=1e-13, atol=0)
