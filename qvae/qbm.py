@@ -1,0 +1,317 @@
+"""The quantum prior: a transverse-field quantum Boltzmann machine with the RBM's structure.
+
+In binary variables z in {0,1}^n (n = nv + nh, visible first) the Hamiltonian is
+
+    H = diag(E(z)) - Gamma * sum_i sigma^x_i,        E(z) = -b^T z - z_v^T W z_h  (`RBM.energy`)
+
+and the prior is its z-basis (measurement) distribution p(z) = <z|e^{-H}|z> / Tr e^{-H}. Gamma = 0
+gives back the RBM. For diagonal parameters theta (b, W), d log Tr e^{-H} / d theta =
+-E_p[dE/d theta] exactly, so z-basis samples give the exact log Z gradient (Khoshaman et al. 2018).
+
+Path integral (Suzuki-Trotter, P slices, periodic), with a = Gamma / P:
+
+    Tr e^{-H} ~ Tr (e^{-diag(E)/P} e^{a sum_i sigma^x_i})^P = sum over paths z^1..z^P of exp(-S),
+    S = sum_k E(z^k) / P + 2 J sum_{k,i} [z^k_i != z^{k+1}_i] - n P log cosh a,
+    J = J_perp = -1/2 log tanh a.
+
+Derivation: per unit and neighbouring slices <z|e^{a sigma^x}|z'> is cosh a if z = z' and sinh a
+otherwise, i.e. cosh a * tanh(a)^[z != z'] = cosh a * exp(-2 J [z != z']). In spins s = 2z - 1
+that is sqrt(cosh a sinh a) * exp(J s s'): a ferromagnetic coupling J between identical units of
+neighbouring slices. Since s s' = 1 - 2 [z != z'], in binary variables each bond costs 2 J per
+disagreement plus the constant -(J + log sqrt(cosh a sinh a)) = -log cosh a (n P bonds). Each
+slice sees E / P. The error of the z-marginal is O((Gamma / P)^2). `path_energy` is S;
+`exact_trotter_z_distribution` is the finite-P marginal that `PIMCSampler` targets exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .prior import RBM, all_binary_states
+from .samplers import _GeneratorState, bernoulli
+
+MAX_EXACT_QUBITS = 12
+
+
+# ---------------------------------------------------------------- exact quantum mechanics (small n)
+def _check_gamma(gamma: float, name: str = "gamma") -> float:
+    gamma = float(gamma)
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {gamma}")
+    return gamma
+
+
+def _diagonal_energies(rbm: RBM) -> Tensor:
+    """E(z) over all 2^n states (float64, CPU), refusing systems too large for dense matrices."""
+    n = rbm.num_units
+    if n > MAX_EXACT_QUBITS:
+        raise ValueError(f"exact quantum Boltzmann distribution needs a dense 2^{n} x 2^{n} matrix; "
+                         f"only n = num_visible + num_hidden <= {MAX_EXACT_QUBITS} is supported, got {n}")
+    exact = RBM(rbm.num_visible, rbm.num_hidden).double()  # not prior._double: that rounds to float32
+    exact.load_state_dict({k: v.detach().to("cpu", torch.float64) for k, v in rbm.state_dict().items()})
+    with torch.no_grad():
+        return exact.energy(all_binary_states(n, dtype=torch.float64))
+
+
+def _flip_masks(n: int) -> list[int]:
+    """XOR masks of sigma^x_i on lexicographic state indices (unit 0 is the highest bit)."""
+    return [1 << (n - 1 - i) for i in range(n)]
+
+
+def qbm_hamiltonian(rbm: RBM, gamma: float) -> Tensor:
+    """Dense H = diag(E(z)) - Gamma sum_i sigma^x_i, (2^n, 2^n) float64, lexicographic basis."""
+    gamma = _check_gamma(gamma)
+    energies = _diagonal_energies(rbm)
+    index = torch.arange(len(energies))
+    hamiltonian = torch.diag(energies)
+    for mask in _flip_masks(rbm.num_units):
+        hamiltonian[index, index ^ mask] = -gamma
+    return hamiltonian
+
+
+def _eigen(rbm: RBM, gamma: float) -> tuple[Tensor, Tensor]:
+    return torch.linalg.eigh(qbm_hamiltonian(rbm, gamma))
+
+
+def exact_qbm_z_distribution(rbm: RBM, gamma: float) -> Tensor:
+    """p(z) = <z|e^{-H}|z> / Tr e^{-H} over all 2^n states (float64, CPU, order of `all_binary_states`)."""
+    eigenvalues, vectors = _eigen(rbm, gamma)
+    weights = torch.exp(-(eigenvalues - eigenvalues.min()))
+    diagonal = (vectors**2) @ weights
+    return diagonal / diagonal.sum()
+
+
+def exact_qbm_log_partition(rbm: RBM, gamma: float) -> float:
+    """log Tr e^{-H} from the spectrum of the dense Hamiltonian."""
+    eigenvalues, _ = _eigen(rbm, gamma)
+    return torch.logsumexp(-eigenvalues, 0).item()
+
+
+def exact_trotter_z_distribution(rbm: RBM, gamma: float, slices: int) -> Tensor:
+    """The z-marginal of one slice of the P-slice path integral: diag((D T)^P) / Tr.
+
+    D = e^{-diag(E)/P}, T = e^{(Gamma/P) sum_i sigma^x_i}. This is what `PIMCSampler` samples
+    exactly (at any P); it tends to `exact_qbm_z_distribution` as P grows.
+    """
+    gamma = _check_gamma(gamma)
+    if slices < 1:
+        raise ValueError(f"slices must be >= 1, got {slices}")
+    energies = _diagonal_energies(rbm)
+    a = gamma / slices
+    single = torch.tensor([[math.cosh(a), math.sinh(a)], [math.sinh(a), math.cosh(a)]], dtype=torch.float64)
+    transfer = torch.ones(1, 1, dtype=torch.float64)
+    for _ in range(rbm.num_units):
+        transfer = torch.kron(transfer, single)
+    step = torch.exp(-(energies - energies.min()) / slices)[:, None] * transfer
+    diagonal = torch.linalg.matrix_power(step, slices).diagonal()
+    return diagonal / diagonal.sum()
+
+
+# ---------------------------------------------------------------- the path-integral mapping
+def trotter_coupling(gamma: float, slices: int) -> float:
+    """J_perp = -1/2 log tanh(Gamma / P) (spin convention); inf when Gamma = 0 (slices locked)."""
+    a = gamma / slices
+    return math.inf if a == 0.0 else -0.5 * math.log(math.tanh(a))
+
+
+def path_energy(prior: RBM, v: Tensor, h: Tensor, gamma: float) -> Tensor:
+    """S per path: sum_k E(z^k)/P + 2 J sum_{k,i} [z^k_i != z^{k+1}_i] - n P log cosh(Gamma/P).
+
+    v: (..., P, nv), h: (..., P, nh). Summing exp(-S) over all paths gives Tr (D T)^P exactly,
+    where D and T are as in `exact_trotter_z_distribution` (without its energy shift); Gamma > 0.
+    """
+    slices = v.shape[-2]
+    z = torch.cat([v, h], dim=-1)
+    kinks = (z != torch.roll(z, -1, dims=-2)).sum((-2, -1)).to(z.dtype)
+    constant = prior.num_units * slices * math.log(math.cosh(gamma / slices))
+    return prior.energy(z).sum(-1) / slices + 2.0 * trotter_coupling(gamma, slices) * kinks - constant
+
+
+# ---------------------------------------------------------------- path-integral Monte Carlo
+UPDATES = ("worldline", "checkerboard")
+
+
+class PIMCSampler:
+    """Path-integral Monte Carlo for the z-marginal of the QBM prior, persistent like `PCDSampler`.
+
+    State: visible (chains, P, nv) and hidden (chains, P, nh) binary paths. Slice k feels E / P
+    and the same unit in slices k +- 1 through 2 J s (spins s = 2z - 1): the logit of visible unit
+    i of slice k is (b_v + W h^k)_i / P + 2 J (s^{k-1}_i + s^{k+1}_i), and likewise for hidden
+    units. Both update rules are block Gibbs on the bipartite structure (see `pimc_sweep`):
+
+    - "worldline" (default): given every hidden slice, the visible paths of different units and
+      chains are independent periodic 1D Ising chains; each is resampled exactly (transfer
+      matrices, O(P)), then the hidden paths likewise. Whole paths flip in one step.
+    - "checkerboard": with P even the (unit, slice) graph is bipartite; visible units of even
+      slices and hidden units of odd slices are resampled together, then the other half. Cheaper
+      per sweep, but a unit in a uniform path flips only against 4 J ~ 2 log(P / Gamma), so it
+      mixes slowly at large P: on the 5+5 RBM of tests/test_qbm.py (Gamma = 1, P = 16, 20 000
+      chains from kink-free paths) TV to exact is 0.41 after 64 sweeps and 0.067 after 200,
+      where world-line sweeps reach the noise floor (0.033) after 4.
+
+    `sample` returns slice 0 of every chain: the periodic path is invariant under cyclic shifts of
+    the slices, so every slice has the same marginal, the Trotter approximation of p(z) (error
+    O((Gamma/P)^2)). Gamma = 0 locks the slices together (J = inf); the sweep is then the
+    classical block-Gibbs sweep on slice 0 at temperature 1, copied to every slice, so the sampler
+    targets the RBM exactly.
+
+    `anneal_gamma` (one Gamma per sweep, e.g. decreasing to 0) makes it simulated quantum
+    annealing: each call starts fresh chains and runs the schedule (in place of `gamma` and
+    `sweeps`) with the same sweep code.
+    """
+
+    def __init__(self, num_chains: int = 256, slices: int = 16, sweeps: int = 4, gamma: float = 1.0,
+                 seed: int = 0, anneal_gamma: Sequence[float] | None = None, update: str = "worldline") -> None:
+        if num_chains < 1:
+            raise ValueError(f"num_chains must be >= 1, got {num_chains}")
+        if sweeps < 1:
+            raise ValueError(f"sweeps must be >= 1, got {sweeps}")
+        if update not in UPDATES:
+            raise ValueError(f"update must be one of {', '.join(UPDATES)}; got {update!r}")
+        gamma = _check_gamma(gamma)
+        schedule = None if anneal_gamma is None else [_check_gamma(g, "each anneal_gamma value")
+                                                      for g in anneal_gamma]
+        if schedule is not None and not schedule:
+            raise ValueError("anneal_gamma must hold at least one Gamma (one per sweep)")
+        _check_slices(slices, max(schedule or [gamma]), update)
+        self.num_chains, self.slices, self.sweeps, self.gamma = num_chains, slices, sweeps, gamma
+        self.anneal_gamma, self.update = schedule, update
+        self.visible: Tensor | None = None
+        self.hidden: Tensor | None = None
+        self._rng = _GeneratorState(seed)
+
+    @torch.no_grad()
+    def sample(self, prior: RBM, n: int | None = None) -> Tensor:
+        """n z-basis samples (n, nv + nh) in {0,1}: slice 0 of n chains after this call's sweeps."""
+        n = self.num_chains if n is None else n
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        device, dtype = prior.weight.device, prior.weight.dtype
+        gen = self._rng.generator_for(device)
+        shapes = ((n, self.slices, prior.num_visible), (n, self.slices, prior.num_hidden))
+        if self.anneal_gamma is not None or self.visible is None or self.hidden is None \
+                or (self.visible.shape, self.hidden.shape) != shapes:
+            self.num_chains = n
+            self.visible, self.hidden = _uniform_paths(prior, n, self.slices, gen)
+        v = self.visible.to(device=device, dtype=dtype)
+        h = self.hidden.to(device=device, dtype=dtype)
+        for gamma in self.anneal_gamma or [self.gamma] * self.sweeps:
+            v, h = pimc_sweep(prior, v, h, gamma, gen, self.update)
+        self.visible, self.hidden = v, h
+        return torch.cat([v[:, 0], h[:, 0]], dim=1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_chains": self.num_chains, "slices": self.slices, "sweeps": self.sweeps,
+                "gamma": self.gamma, "anneal_gamma": None if self.anneal_gamma is None else list(self.anneal_gamma),
+                "update": self.update, "visible": _copy(self.visible), "hidden": _copy(self.hidden),
+                "rng": self._rng.state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_chains, self.slices, self.sweeps = state["num_chains"], state["slices"], state["sweeps"]
+        self.gamma, self.anneal_gamma, self.update = state["gamma"], state["anneal_gamma"], state["update"]
+        self.visible, self.hidden = _copy(state["visible"]), _copy(state["hidden"])
+        self._rng.load(state["rng"])
+
+
+def _check_slices(slices: int, max_gamma: float, update: str) -> None:
+    if max_gamma == 0 and slices >= 1:
+        return
+    if slices < 2:
+        raise ValueError(f"slices must be >= 2 when Gamma > 0 (>= 1 when Gamma = 0), got {slices}")
+    if update == "checkerboard" and slices % 2:
+        raise ValueError(f"slices must be even for update='checkerboard' (the even/odd slice blocks of a "
+                         f"periodic path), got {slices}")
+
+
+def _uniform_paths(prior: RBM, n: int, slices: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Uniformly random states, the same in every slice (no kinks: near equilibrium at small Gamma)."""
+    device, dtype = prior.weight.device, prior.weight.dtype
+    z = torch.randint(0, 2, (n, 1, prior.num_units), generator=gen, device=device).to(dtype)
+    z = z.expand(n, slices, prior.num_units)
+    return z[..., : prior.num_visible].contiguous(), z[..., prior.num_visible:].contiguous()
+
+
+def _copy(paths: Tensor | None) -> Tensor | None:
+    """A CPU copy, so that a state dict and the sampler never share a tensor."""
+    return None if paths is None else paths.detach().to("cpu", copy=True)
+
+
+@torch.no_grad()
+def pimc_sweep(prior: RBM, v: Tensor, h: Tensor, gamma: float, generator: torch.Generator | None,
+               update: str = "worldline") -> tuple[Tensor, Tensor]:
+    """One sweep over paths v (chains, P, nv), h (chains, P, nh) at transverse field Gamma; new (v, h)."""
+    slices = v.shape[1]
+    coupling = trotter_coupling(gamma, slices)
+    if math.isinf(coupling):  # Gamma = 0: classical block Gibbs on slice 0, slices kept identical
+        v0 = bernoulli(prior.visible_logits(h[:, 0]), generator)
+        h0 = bernoulli(prior.hidden_logits(v0), generator)
+        return v0[:, None].expand_as(v), h0[:, None].expand_as(h)  # views: never written in place
+    beta = 1.0 / slices
+    if update == "worldline":
+        v = sample_ising_paths(prior.visible_logits(h, beta), coupling, generator)
+        h = sample_ising_paths(prior.hidden_logits(v, beta), coupling, generator)
+        return v, h
+    v, h = v.clone(), h.clone()
+    even, odd = slice(0, None, 2), slice(1, None, 2)
+    for v_part, h_part in ((even, odd), (odd, even)):  # the two colours of the (unit, slice) graph
+        v[:, v_part] = bernoulli(prior.visible_logits(h[:, v_part], beta)
+                                 + 2.0 * coupling * _neighbour_spins(v, v_part), generator)
+        h[:, h_part] = bernoulli(prior.hidden_logits(v[:, h_part], beta)
+                                 + 2.0 * coupling * _neighbour_spins(h, h_part), generator)
+    return v, h
+
+
+def _neighbour_spins(x: Tensor, part: slice) -> Tensor:
+    """s^{k-1} + s^{k+1} (s = 2x - 1) for the slices k in `part` (even or odd; P even, periodic)."""
+    if part.start == 0:  # even slice 2m: odd neighbours 2m - 1 and 2m + 1
+        other = 2.0 * x[:, 1::2] - 1.0
+        return other + torch.roll(other, 1, dims=1)
+    other = 2.0 * x[:, 0::2] - 1.0  # odd slice 2m + 1: even neighbours 2m and 2m + 2
+    return other + torch.roll(other, -1, dims=1)
+
+
+def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generator | None) -> Tensor:
+    """Exact samples of independent periodic binary chains: p(x) ~ exp(sum_k f_k x_k - 2J #kinks).
+
+    fields: (chains, P, m), one chain per (chains, m). Transfer matrices A_k[x, y] =
+    e^{f_k x} t^[x != y] with t = tanh(Gamma/P) = e^{-2J}; S_k = A_k ... A_{P-1}. A backward pass
+    keeps, for both values a of x_0, the log ratio d_k(a) = log S_k[1, a] / S_k[0, a] and the log of
+    S_0[0, a]; x_0 is drawn from diag(S_0), then x_k given x_{k-1} with logit d_k(x_0) + 2J s_{k-1}.
+    """
+    slices = fields.shape[1]
+    log_t = -2.0 * coupling
+    fields = fields.transpose(0, 1).contiguous()  # (P, chains, m): one contiguous block per slice
+    a = torch.tensor([0.0, 1.0], device=fields.device, dtype=fields.dtype)[:, None, None]
+    d = fields[-1] + log_t * (1.0 - 2.0 * a)  # (2, chains, m); S_{P-1}[x, a] = e^{f x} t^[x != a]
+    log_s0 = log_t * a  # log S_k[0, a]
+    ratios = [d]
+    for k in range(slices - 2, -1, -1):  # S_k = A_k S_{k+1}
+        kink = F.softplus(d + log_t)
+        log_s0 = log_s0 + kink
+        d = (fields[k] + log_t) + F.softplus(d - log_t) - kink
+        ratios.append(d)
+    ratios.reverse()
+    u = torch.rand(fields.shape, generator=generator, device=fields.device, dtype=fields.dtype)
+    x = u[0] < torch.sigmoid(log_s0[1] + ratios[0][1] - log_s0[0])
+    stacked = torch.stack(ratios, dim=1)  # (2, P, chains, m)
+    ratio = torch.lerp(stacked[0], stacked[1], x.to(fields.dtype))  # d_k(x_0); lerp is far faster than where
+    threshold = torch.logit(u) - ratio  # x_k = 1 iff threshold_k < 2J s_{k-1}
+    below_minus, below_plus = threshold < log_t, threshold < -log_t
+    paths = [x]
+    for k in range(1, slices):
+        x = below_minus[k] | (x & below_plus[k])
+        paths.append(x)
+    return torch.stack(paths, dim=1).to(fields.dtype)
+
+
+__all__ = [
+    "MAX_EXACT_QUBITS", "UPDATES", "PIMCSampler", "exact_qbm_log_partition", "exact_qbm_z_distribution",
+    "exact_trotter_z_distribution", "path_energy", "pimc_sweep", "qbm_hamiltonian", "sample_ising_paths",
+    "trotter_coupling",
+]
