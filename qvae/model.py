@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .config import Config
 from .prior import RBM
-from .samplers import Sampler, gibbs_sweeps
+from .samplers import Sampler, gibbs_sweeps, random_visible
 from .smoothing import OverlappingExponential
 
 SEED_STRIDE = 2**32
@@ -169,10 +169,7 @@ class QVAE(nn.Module):
                      generator: torch.Generator | None = None) -> Tensor:
         """n states of the RBM by block Gibbs from a uniformly random start."""
         sweeps = self.config.generate_sweeps if sweeps is None else sweeps
-        p = self.prior
-        v = torch.randint(0, 2, (n, p.num_visible), generator=generator,
-                          device=p.weight.device).to(p.weight.dtype)
-        v, h = gibbs_sweeps(p, v, sweeps, generator)
+        v, h = gibbs_sweeps(self.prior, random_visible(self.prior, n, generator), sweeps, generator)
         return torch.cat([v, h], dim=1)
 
     @torch.no_grad()

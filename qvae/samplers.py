@@ -36,6 +36,12 @@ def bernoulli(logits: Tensor, generator: torch.Generator | None) -> Tensor:
     return (u < torch.sigmoid(logits)).to(logits.dtype)
 
 
+def random_visible(prior: RBM, n: int, generator: torch.Generator | None) -> Tensor:
+    """n uniformly random visible states on the prior's device and dtype (a chain's start)."""
+    w = prior.weight
+    return torch.randint(0, 2, (n, prior.num_visible), generator=generator, device=w.device).to(w.dtype)
+
+
 @torch.no_grad()
 def gibbs_sweeps(prior: RBM, v: Tensor, sweeps: int, generator: torch.Generator | None,
                  beta: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -94,13 +100,11 @@ class PCDSampler:
     @torch.no_grad()
     def sample(self, prior: RBM, n: int | None = None) -> Tensor:
         n = self.num_chains if n is None else n
-        device, dtype = prior.weight.device, prior.weight.dtype
-        gen = self._rng.generator_for(device)
+        gen = self._rng.generator_for(prior.weight.device)
         if self.chains is None or self.chains.shape != (n, prior.num_visible):
             self.num_chains = n
-            self.chains = torch.randint(0, 2, (n, prior.num_visible), generator=gen,
-                                        device=device).to(dtype)
-        self.chains = self.chains.to(device=device, dtype=dtype)
+            self.chains = random_visible(prior, n, gen)
+        self.chains = self.chains.to(prior.weight)
         v, h = gibbs_sweeps(prior, self.chains, self.sweeps, gen)
         self.chains = v
         return torch.cat([v, h], dim=1)
@@ -152,9 +156,8 @@ class AnnealingSampler:
     @torch.no_grad()
     def sample(self, prior: RBM, n: int | None = None) -> Tensor:
         n = self.num_chains if n is None else n
-        device, dtype = prior.weight.device, prior.weight.dtype
-        gen = self._rng.generator_for(device)
-        v = torch.randint(0, 2, (n, prior.num_visible), generator=gen, device=device).to(dtype)
+        gen = self._rng.generator_for(prior.weight.device)
+        v = random_visible(prior, n, gen)
         h = bernoulli(prior.hidden_logits(v, 1.0 / self.temperatures[0]), gen)
         for temperature in self.temperatures:
             beta = 1.0 / temperature
