@@ -14,50 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
-from qvae.prior import RBM
 from qvae.qbm import PIMCSampler
 from qvae.samplers import PCDSampler
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def random_rbm(nv: int, nh: int, scale: float, device: str) -> RBM:
-    gen = torch.Generator().manual_seed(0)
-    rbm = RBM(nv, nh)
-    with torch.no_grad():
-        rbm.weight.copy_(torch.randn(nv, nh, generator=gen) * scale)
-        rbm.visible_bias.copy_(torch.randn(nv, generator=gen) * scale)
-        rbm.hidden_bias.copy_(torch.randn(nh, generator=gen) * scale)
-    return rbm.to(device)
-
-
-def seconds_per_call(fn: Callable[[], object], repeats: int, device: str) -> float:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fn()  # warm-up: chains initialised, allocator primed
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from common import cpu_name, random_rbm, seconds_per_call
 
 
 def main() -> None:

@@ -13,41 +13,16 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import time
-from typing import Callable
 
 import numpy as np
 import torch
 
 from qvae.prior import RBM, exact_distribution
 from qvae.samplers import AnnealingSampler, PCDSampler, geometric_temperatures, kaiwu_temperatures
+from common import random_rbm, seconds_per_call
 
 KAIWU_SCHEDULE = kaiwu_temperatures(100.0, 0.95, 0.001, 10)  # 2250 sweeps
 TV_SAMPLES = 20_000
-
-
-def random_rbm(nv: int, nh: int, scale: float, seed: int, device: str) -> RBM:
-    gen = torch.Generator().manual_seed(seed)
-    rbm = RBM(nv, nh)
-    with torch.no_grad():
-        rbm.weight.copy_(torch.randn(nv, nh, generator=gen) * scale)
-        rbm.visible_bias.copy_(torch.randn(nv, generator=gen) * scale)
-        rbm.hidden_bias.copy_(torch.randn(nh, generator=gen) * scale)
-    return rbm.to(device)
-
-
-def seconds_per_call(fn: Callable[[], object], repeats: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def tv(samples: torch.Tensor, exact: torch.Tensor) -> float:
@@ -84,8 +59,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = args.device
-    big = random_rbm(128, 128, scale=0.05, seed=0, device=device)
-    small = random_rbm(6, 6, scale=0.7, seed=3, device=device)
+    big = random_rbm(128, 128, scale=0.05, device=device, seed=0)
+    small = random_rbm(6, 6, scale=0.7, device=device, seed=3)
     exact = exact_distribution(small.cpu()).float()
     small = small.to(device)
     dwave = dwave_sampler()

@@ -1,0 +1,49 @@
+"""Helpers shared by the benchmark scripts (run them as `python benchmarks/NAME.py`)."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from qvae.prior import RBM
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform's answer elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def random_rbm(nv: int, nh: int, scale: float, device: str, seed: int = 0) -> RBM:
+    """An RBM with N(0, scale^2) weights and biases, reproducible by seed."""
+    gen = torch.Generator().manual_seed(seed)
+    rbm = RBM(nv, nh)
+    with torch.no_grad():
+        rbm.weight.copy_(torch.randn(nv, nh, generator=gen) * scale)
+        rbm.visible_bias.copy_(torch.randn(nv, generator=gen) * scale)
+        rbm.hidden_bias.copy_(torch.randn(nh, generator=gen) * scale)
+    return rbm.to(device)
+
+
+def seconds_per_call(fn: Callable[[], object], repeats: int, device: str) -> float:
+    """Median wall time of `repeats` calls after one warm-up, synchronising CUDA around each."""
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
