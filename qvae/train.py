@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from .config import Config
 from .data import MnistData, batches, binarize_batch, num_batches, train_mean
 from .model import QVAE
-from .prior import MAX_EXACT_STATES, RBM
+from .prior import RBM
 from .samplers import Sampler, make_sampler
 
 CHECKPOINT_VERSION = 1
+EXACT_LOG_Z_MAX_STATES = 2**16  # enumerate the smaller layer up to this many states, else AIS
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 
@@ -76,7 +77,7 @@ def resolve_device(name: str) -> torch.device:
 
 def estimate_log_z(prior: RBM, config: Config, generator: torch.Generator) -> tuple[float, float]:
     """log Z and its standard error: exact for small RBMs, AIS otherwise."""
-    if 2 ** min(prior.num_visible, prior.num_hidden) <= min(MAX_EXACT_STATES, 2**16):
+    if 2 ** min(prior.num_visible, prior.num_hidden) <= EXACT_LOG_Z_MAX_STATES:
         return prior.log_partition_exact(), 0.0
     return prior.log_partition_ais(config.log_z_chains, config.log_z_betas, generator)
 

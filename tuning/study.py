@@ -27,11 +27,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
-from qvae.data import load_mnist
-from qvae.tracking import log_new_params
+from qvae.data import load_mnist_for
+from qvae.tracking import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.train import DivergenceError
 
-from .objective import OBJECTIVES, Objective
+from .objective import OBJECTIVES, Objective, check_objective
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class StudySettings:
     timeout: float = 0.0  # seconds per worker; 0 = no limit
     workers: int = 1
     objective: str = "fid"
-    register_model: str = "qvae-mnist"  # "" = do not register the best trial
+    register_model: str = DEFAULT_REGISTERED_MODEL  # "" = do not register the best trial
     alias: str = "champion"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -133,8 +133,7 @@ class WorkerSpec:
     def objective(self) -> tuple[StudySettings, Objective]:
         settings = StudySettings(**self.settings)
         config = Config.from_dict(self.config)
-        data = load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
-                          binarize=config.binarize, seed=config.seed)
+        data = load_mnist_for(config)
         options = JobOptions(**self.options)
         return settings, Objective(config, SearchSpace(**self.space), options, self.parent_run_id,
                                    settings.objective, data, settings.study_name)
@@ -156,8 +155,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
     settings.validate()
     space.validate()
     options.validate(config)
-    if settings.objective == "fid" and options.fid_samples < 2:
-        raise ConfigError(f"objective=fid needs fid_samples >= 2, got {options.fid_samples}")
+    check_objective(settings.objective, options)
     study = open_study(settings, config.seed)  # create the study once, before any worker starts
     with mlflow.start_run(run_name=options.run_name or f"study-{settings.study_name}") as parent:
         mlflow.set_tags({"qvae.entry_point": "tune", "optuna.study_name": settings.study_name})
