@@ -12,25 +12,44 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 
 from .config import Config, ConfigError, JobOptions
 
 
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: str = "",
+                        skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
+    """One `--field-name` flag per dataclass field (dest `prefix + name`, None when not given).
+
+    Flags left out stay None, so `picked_flags` returns only what the user set and the
+    dataclass (or a config file) supplies the rest. Tuple fields take several integers.
+    """
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = (defaults or {}).get(f.name, f.default)
+        flag, dest = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}"
+        if isinstance(default, tuple):
+            group.add_argument(flag, dest=dest, type=int, nargs="*", default=None, help=f"default: {default}")
+        else:
+            group.add_argument(flag, dest=dest, type=type(default), default=None,
+                               metavar=type(default).__name__.upper(), help=f"default: {default!r}")
+
+
+def picked_flags(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """The flags with `prefix` that were given, by field name."""
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("hyperparameters (defaults are the seed's)")
-    for f in dataclasses.fields(Config):
-        kind = type(f.default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
-                           metavar=kind.__name__.upper(), help=f"default: {f.default}")
+    add_dataclass_flags(parser, Config, "hyperparameters (defaults are the seed's)", prefix="cfg_")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     base = Config.load(args.config) if getattr(args, "config", None) else Config()
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                 if getattr(args, f.name, None) is not None}
-    return base.replace(**overrides)
+    return base.replace(**picked_flags(args, "cfg_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,14 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("main job (MLflow)")
-    for f in dataclasses.fields(JobOptions):
-        if f.name in ("progress", "extra_tags"):
-            continue
-        kind = type(f.default)
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"job_{f.name}", type=kind, default=f.default,
-                           metavar=kind.__name__.upper(), help=f"default: {f.default!r}")
-    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_dataclass_flags(parser, JobOptions, "main job (MLflow)", prefix="job_", skip=("progress", "extra_tags"))
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -88,14 +101,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import load_mnist
+    from .data import load_mnist_for
     from .train import train
 
     config = config_from_args(args)  # validated before anything is written or downloaded
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_mnist(config.data_dir, train_size=config.train_size or None,
-                      test_size=config.test_size or None, binarize=config.binarize, seed=config.seed)
+    data = load_mnist_for(config)
     started = time.perf_counter()
     result = train(config, data, checkpoint_dir=out / "checkpoints", resume_from=args.resume,
                    progress=not args.no_progress)
@@ -115,8 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    options = JobOptions(**{k[4:]: v for k, v in vars(args).items() if k.startswith("job_")},
-                         progress=not args.no_progress)
+    options = JobOptions(**picked_flags(args, "job_"), progress=not args.no_progress)
     options.validate(config)  # before MLflow is even imported: bad input records nothing
 
     from .tracking import run_main_job

@@ -8,15 +8,15 @@ train` hyperparameter, which stays fixed for every trial.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from qvae.cli import _add_config_flags, config_from_args
+from qvae.cli import _add_config_flags, add_dataclass_flags, config_from_args, picked_flags
 from qvae.config import ConfigError, JobOptions
 
+from .objective import check_objective
 from .space import SearchSpace
 from .study import StudySettings, WorkerSpec, run_study, run_worker
 
@@ -24,37 +24,18 @@ from .study import StudySettings, WorkerSpec, run_study, run_worker
 TRIAL_DEFAULTS = {"fid_samples": 1000, "tsne_interval": 0, "tsne_final_points": 0}
 
 
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str, title: str,
-                         skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
-    group = parser.add_argument_group(title)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = (defaults or {}).get(f.name, f.default)
-        if isinstance(default, tuple):
-            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{prefix}{f.name}", type=int, nargs="*",
-                               default=None, help=f"default: {default}")
-            continue
-        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{prefix}{f.name}", type=type(default),
-                           default=None, metavar=type(default).__name__.upper(), help=f"default: {default!r}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tuning", description=__doc__.splitlines()[0])
     parser.add_argument("--space", help="JSON file of search-space fields; flags override it")
     parser.add_argument("--config", help="JSON file of fixed config fields; flags override it")
     parser.add_argument("--no-progress", action="store_true")
-    _add_dataclass_flags(parser, StudySettings, "study_", "study", skip=("extra",))
-    _add_dataclass_flags(parser, SearchSpace, "space_", "search space")
-    _add_dataclass_flags(parser, JobOptions, "job_", "each trial's job",
+    add_dataclass_flags(parser, StudySettings, "study", "study_", skip=("extra",))
+    add_dataclass_flags(parser, SearchSpace, "search space", "space_")
+    add_dataclass_flags(parser, JobOptions, "each trial's job", "job_",
                          skip=("progress", "extra_tags", "register_model", "experiment_name", "output_dir"),
                          defaults=TRIAL_DEFAULTS)
     _add_config_flags(parser)
     return parser
-
-
-def _picked(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
-    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,19 +45,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.latent_dim is not None and args.num_visible is None and args.num_hidden is None:
+    if args.cfg_latent_dim is not None and args.cfg_num_visible is None and args.cfg_num_hidden is None:
         # the space chooses the split; start from an even one so the base config is valid
-        args.num_visible, args.num_hidden = args.latent_dim // 2, args.latent_dim - args.latent_dim // 2
+        half = args.cfg_latent_dim // 2
+        args.cfg_num_visible, args.cfg_num_hidden = half, args.cfg_latent_dim - half
     try:
         config = config_from_args(args)
-        space_values = _picked(args, "space_")
-        space = SearchSpace.load(args.space, **space_values) if args.space else SearchSpace(**space_values)
-        if "latent_total" not in space_values and not (args.space and "latent_total" in json.loads(Path(args.space).read_text())):
-            space = dataclasses.replace(space, latent_total=config.latent_dim)
-        settings = StudySettings(**_picked(args, "study_"))
+        space = SearchSpace.resolve(args.space, picked_flags(args, "space_"), config.latent_dim)
+        settings = StudySettings(**picked_flags(args, "study_"))
         settings.validate()
-        options = JobOptions(**{**TRIAL_DEFAULTS, **_picked(args, "job_")}, progress=not args.no_progress)
+        options = JobOptions(**{**TRIAL_DEFAULTS, **picked_flags(args, "job_")}, progress=not args.no_progress)
         options.validate(config)
+        check_objective(settings.objective, options)
     except ConfigError as err:
         parser.error(str(err))
     study = run_study(settings, config, space, options)

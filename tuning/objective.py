@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
 
 import mlflow
 import optuna
@@ -30,6 +29,14 @@ MODEL_URI_ATTR = "model_uri"
 def negative_elbo(metrics: dict[str, float]) -> float:
     """-ELBO on the validation set (nats); the unnormalised one if log Z was not estimated."""
     return -metrics.get("val_elbo", metrics["val_elbo_unnormalized"])
+
+
+def check_objective(objective: str, options: JobOptions) -> None:
+    """The objective exists, and FID has images to compare."""
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "fid" and options.fid_samples < 2:
+        raise ConfigError(f"objective=fid needs fid_samples >= 2, got {options.fid_samples}")
 
 
 class PruningCallback:
@@ -55,10 +62,7 @@ class Objective:
 
     def __init__(self, base: Config, space: SearchSpace, options: JobOptions, parent_run_id: str,
                  objective: str = "fid", data: MnistData | None = None, study_name: str = "") -> None:
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-        if objective == "fid" and options.fid_samples < 2:
-            raise ConfigError(f"objective=fid needs fid_samples >= 2, got {options.fid_samples}")
+        check_objective(objective, options)
         self.base, self.space, self.options = base, space, options
         self.parent_run_id, self.objective, self.data, self.study_name = parent_run_id, objective, data, study_name
 
@@ -99,8 +103,3 @@ class Objective:
             client = mlflow.MlflowClient()
             client.set_tag(run_id, "optuna.trial_state", "FAIL")
             client.set_tag(run_id, "fail_reason", reason[:5000])
-
-
-def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    return {"number": trial.number, "state": trial.state.name, "value": trial.value, **trial.params,
-            RUN_ID_ATTR: trial.user_attrs.get(RUN_ID_ATTR), "fail_reason": trial.user_attrs.get("fail_reason")}

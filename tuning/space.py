@@ -72,10 +72,11 @@ class SearchSpace:
         return asdict(self)
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: Any) -> "SearchSpace":
-        values = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+    def resolve(cls, path: str | Path | None, overrides: dict[str, Any], latent_total: int) -> "SearchSpace":
+        """Fields from the JSON file at `path` (if any), then `overrides`; the total defaults to
+        `latent_total` (the base config's latent_dim) unless either of them sets it."""
+        values = json.loads(Path(path).read_text()) if path else {}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown search-space field(s) in {path}: {', '.join(unknown)}")
-        return cls(**{**values, **overrides})
+        return cls(**{"latent_total": latent_total, **values, **overrides})
