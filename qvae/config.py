@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-SAMPLERS = ("pcd", "sa", "kaiwu")
+SAMPLERS = ("pcd", "sa", "kaiwu", "pimc")
+PRIORS = ("boltzmann", "gaussian")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 BINARIZE_MODES = ("none", "dynamic", "static")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -35,6 +36,9 @@ class Config:
     num_visible: int = 128  # RBM visible units: the first part of the latent split
     num_hidden: int = 128  # RBM hidden units: the rest of the latent vector
     activation: str = "tanh"
+    prior: str = "boltzmann"  # boltzmann: RBM (gamma = 0) or QBM (gamma > 0); gaussian: the N(0, I) VAE baseline
+    gamma: float = 0.0  # transverse field of the QBM prior (0 = the classical RBM); needs sampler=pimc
+    trotter_slices: int = 16  # imaginary-time slices P of path-integral Monte Carlo (sampler=pimc)
     # objective
     dist_beta: float = 10.0  # sharpness of the spike-and-exponential smoothing
     kl_beta: float = 1e-6  # weight of the KL term in the optimised loss
@@ -46,7 +50,7 @@ class Config:
     seed: int = 0
     device: str = "auto"
     # negative phase sampler
-    sampler: str = "pcd"  # pcd | sa | kaiwu (any kaiwu IsingSolver, e.g. the licensed SA/CIM)
+    sampler: str = "pcd"  # pcd | sa | kaiwu (any kaiwu IsingSolver, e.g. the licensed SA/CIM) | pimc (QBM)
     sampler_chains: int = 256  # negative samples per step (persistent chains for pcd)
     sampler_sweeps: int = 4  # Gibbs sweeps per step (pcd) or annealing sweeps (sa)
     sa_initial_temperature: float = 100.0
@@ -73,6 +77,7 @@ class Config:
                      "batch_size", "epochs", "sampler_chains", "sampler_sweeps", "generate_sweeps"):
             _require_int(self, name, low=1)
         _require_int(self, "seed", low=0)
+        _require_int(self, "trotter_slices", low=2)
         _require_int(self, "log_z_chains", low=2)
         if self.log_z_betas != 0:
             _require_int(self, "log_z_betas", low=2, note="0 skips the log Z estimate")
@@ -86,6 +91,7 @@ class Config:
         _require_float(self, "kl_beta", low=0.0)
         _require_float(self, "weight_decay", low=0.0)
         _require_float(self, "lr", low=0.0, low_open=True)
+        _require_float(self, "gamma", low=0.0)
         _require_float(self, "sa_initial_temperature", low=0.0, low_open=True)
         _require_float(self, "sa_final_temperature", low=0.0, low_open=True)
         if self.sa_final_temperature > self.sa_initial_temperature:
@@ -95,6 +101,13 @@ class Config:
             )
         _require_choice(self, "activation", ACTIVATIONS)
         _require_choice(self, "sampler", SAMPLERS)
+        _require_choice(self, "prior", PRIORS)
+        if self.gamma > 0 and self.prior != "boltzmann":
+            raise ConfigError(f"gamma must be 0 with prior={self.prior} (a transverse field only applies to "
+                              f"prior=boltzmann), got {self.gamma}")
+        if self.gamma > 0 and self.sampler != "pimc":
+            raise ConfigError(f"gamma > 0 (a quantum Boltzmann prior) needs sampler=pimc; sampler={self.sampler} "
+                              f"samples the classical RBM (gamma = 0), got gamma={self.gamma}")
         _require_choice(self, "binarize", BINARIZE_MODES)
         _require_choice(self, "device", DEVICES, prefix_ok=("cuda:",))
         _require_int(self, "train_size", low=0, high=60_000, note="0 means all")
