@@ -1,17 +1,18 @@
-"""Seconds per training epoch of the default config (the seed's) on full MNIST.
+"""Seconds per training epoch of the default config (the seed's) on full MNIST, RBM vs QBM prior.
 
-An epoch here is everything `qvae train` does per epoch: 235 Adam steps with the PCD negative
-phase, the validation pass over the 10 000 test images, and the AIS log Z estimate. The
-kaiwu-pytorch-plugin example reports 33-57 s per epoch on a CPU for the same architecture.
+An epoch here is everything `qvae train` does per epoch: 235 Adam steps with the negative phase,
+the validation pass over the 10 000 test images, and the log Z estimate (AIS; for the QBM, AIS of
+the P-slice path integral). Each run is `sampler:gamma`: `pcd:0` is the classical default,
+`pimc:1` the QBM with a transverse field of 1 sampled by path-integral Monte Carlo (P =
+--slices). The kaiwu-pytorch-plugin example reports 33-57 s per epoch on a CPU for the RBM.
 
-    python benchmarks/epoch_time.py [--epochs 3] [--device cpu|cuda] [--sampler pcd|sa]
+    python benchmarks/epoch_time.py [--epochs 3] [--device cpu|cuda] [--runs pcd:0 pimc:1] [--slices 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -19,24 +20,15 @@ import torch
 
 from qvae.config import Config
 from qvae.data import load_mnist
-from qvae.train import estimate_log_z, evaluate, train
+from qvae.train import elbo_key, estimate_log_z, evaluate, log_z_method, train
+from common import cpu_name
 
 KAIWU_EXAMPLE_SECONDS = "33-57"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--sampler", default="pcd")
-    parser.add_argument("--data-dir", default=os.environ.get("QVAE_DATA_DIR", "data"))
-    args = parser.parse_args()
-
-    config = Config(epochs=args.epochs, device=args.device, sampler=args.sampler, data_dir=args.data_dir)
-    data = load_mnist(config.data_dir)
+def time_run(config: Config, data) -> dict[str, object]:
     result = train(config, data, progress=False)
     per_epoch = [h["epoch_seconds"] for h in result.history]
-
     model, device = result.model, result.device
     gen = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -48,20 +40,41 @@ def main() -> None:
     start = time.perf_counter()
     estimate_log_z(model.prior, config, gen)
     sync()
-    log_z_seconds = time.perf_counter() - start
+    last = result.history[-1]
+    key = elbo_key(last, "val_")
+    return {"device": device, "epochs": per_epoch, "median": statistics.median(per_epoch[1:] or per_epoch),
+            "val": val_seconds, "log_z": time.perf_counter() - start, "elbo": f"{key} {last[key]:.2f}"}
 
-    hardware = torch.cuda.get_device_name() if device.startswith("cuda") else (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
-    steady = per_epoch[1:] or per_epoch
-    print(f"# epoch time, default config (784-512-256, RBM 128x128, batch 256, sampler {config.sampler}) "
-          f"on 60 000 MNIST images | torch {torch.__version__} | {device} ({hardware})")
-    print(f"{'':34s} {'this project':>14s} {'kaiwu example':>14s}")
-    print(f"{'seconds per epoch (median, 2nd+)':34s} {statistics.median(steady):14.2f} {KAIWU_EXAMPLE_SECONDS:>14s}")
-    print(f"{'  of which validation pass':34s} {val_seconds:14.2f} {'-':>14s}")
-    print(f"{'  of which AIS log Z':34s} {log_z_seconds:14.2f} {'-':>14s}")
-    print(f"{'every epoch':34s} {' '.join(f'{s:.2f}' for s in per_epoch):>14s}")
-    print(f"final val_elbo {result.history[-1].get('val_elbo', float('nan')):.2f} nats, "
-          f"val_cost {result.history[-1]['val_cost']:.2f}")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--runs", nargs="+", default=["pcd:0", "pimc:1"], help="sampler:gamma pairs")
+    parser.add_argument("--slices", type=int, default=16, help="Trotter slices P of the pimc runs")
+    parser.add_argument("--data-dir", default=os.environ.get("QVAE_DATA_DIR", "data"))
+    args = parser.parse_args()
+
+    data = load_mnist(args.data_dir)
+    rows = []
+    for run in args.runs:
+        sampler, gamma = run.split(":")
+        config = Config(epochs=args.epochs, device=args.device, sampler=sampler, gamma=float(gamma),
+                        trotter_slices=args.slices, data_dir=args.data_dir)
+        rows.append((f"{sampler} gamma={float(gamma):g}" + (f" P={args.slices}" if sampler == "pimc" else ""),
+                     log_z_method(config), time_run(config, data)))
+
+    device = rows[0][2]["device"]
+    hardware = torch.cuda.get_device_name() if str(device).startswith("cuda") else (
+        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    print(f"# epoch time, default config (784-512-256, 128+128 latent, batch 256, 256 chains x 4 sweeps) "
+          f"on 60 000 MNIST images, {args.epochs} epochs | torch {torch.__version__} | {device} ({hardware})")
+    print(f"# kaiwu-pytorch-plugin example (RBM, kaiwu SA, CPU): {KAIWU_EXAMPLE_SECONDS} s per epoch")
+    print(f"{'prior / sampler':24s} {'s/epoch':>8s} {'valid s':>8s} {'log Z s':>8s} {'log Z by':>16s}  "
+          f"{'every epoch':24s} final")
+    for label, method, r in rows:
+        every = " ".join(f"{s:.1f}" for s in r["epochs"])
+        print(f"{label:24s} {r['median']:8.2f} {r['val']:8.2f} {r['log_z']:8.2f} {method:>16s}  {every:24s} {r['elbo']}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .config import Config
 from .prior import RBM
+from .qbm import uniform_paths, pimc_sweep, seeded_qbm_states
 from .samplers import Sampler, gibbs_sweeps, random_visible
 from .smoothing import OverlappingExponential
 
@@ -73,7 +74,15 @@ def bernoulli_entropy(logits: Tensor) -> Tensor:
 
 
 class QVAE(nn.Module):
-    """A VAE with binary latents and an RBM prior (the classical limit of the QVAE)."""
+    """A VAE with binary latents and a Boltzmann prior: the RBM, or the QBM when config.gamma > 0.
+
+    The QBM's transverse field Gamma is fixed per run (a hyperparameter); only the diagonal
+    parameters (the RBM's b and W) are trained. The objective is then the Q-ELBO of Khoshaman et
+    al. (2018): the positive phase uses the classical energy E(z) of the encoder's states, since
+    -log p_Gamma(z) <= E(z) + log Z_Gamma (<z|e^{-H}|z> >= e^{-E(z)}), and the negative phase uses
+    QBM samples, whose mean dE/dtheta is exactly d log Z_Gamma / dtheta. So `kl_unnormalized`
+    + log Z_Gamma is an upper bound on the KL, and -cost minus it a lower bound on the ELBO.
+    """
 
     def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
         super().__init__()
@@ -164,11 +173,22 @@ class QVAE(nn.Module):
         zeta = self.smoothing.rsample(self.encode(x), generator)
         return torch.sigmoid(self.decode(zeta))
 
+    @property
+    def gamma(self) -> float:
+        """The transverse field of the prior (0: the classical RBM)."""
+        return self.config.gamma
+
     @torch.no_grad()
     def sample_prior(self, n: int, sweeps: int | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
-        """n states of the RBM by block Gibbs from a uniformly random start."""
+        """n states of the prior from a uniformly random start: block Gibbs (RBM) or world-line
+        path-integral sweeps (QBM, slice 0 of each path)."""
         sweeps = self.config.generate_sweeps if sweeps is None else sweeps
+        if self.gamma > 0:
+            v, h = uniform_paths(self.prior, n, self.config.trotter_slices, generator)
+            for _ in range(sweeps):
+                v, h = pimc_sweep(self.prior, v, h, self.gamma, generator)
+            return torch.cat([v[:, 0], h[:, 0]], dim=1)
         v, h = gibbs_sweeps(self.prior, random_visible(self.prior, n, generator), sweeps, generator)
         return torch.cat([v, h], dim=1)
 
@@ -180,7 +200,8 @@ class QVAE(nn.Module):
         Each image depends only on its own seed (and the model), not on which other seeds share
         the call: every row draws all its random numbers from its own PCG64 stream keyed by the
         full 64-bit seed (torch's CPU generator would only use 32 bits of it), so seed 7 gives the
-        same digit alone or in a batch, on any device.
+        same digit alone or in a batch, on any device. A QBM prior (gamma > 0) runs `sweeps`
+        world-line PIMC sweeps per seed (`qbm.seeded_qbm_states`), drawing from the stream likewise.
         """
         if len(seeds) < 1:
             raise ValueError("seeds must hold at least one seed")
@@ -188,6 +209,8 @@ class QVAE(nn.Module):
         if sweeps < 0:
             raise ValueError(f"sweeps must be >= 0, got {sweeps}")
         p, device = self.prior, self.train_bias.device
+        if self.gamma > 0:
+            return self._generate_quantum(seeds, sweeps, chunk_size)
         nv, nh = p.num_visible, p.num_hidden
         per_row = nv + sweeps * (nh + nv) + nh + p.num_units
         images = []
@@ -205,6 +228,18 @@ class QVAE(nn.Module):
             offset += nh
             z = torch.cat([v, h], dim=1)
             zeta = self.smoothing.zeta_given_z(z, u[:, offset:offset + p.num_units])
+            images.append(torch.sigmoid(self.decode(zeta)))
+        return torch.cat(images)
+
+    def _generate_quantum(self, seeds: Sequence[int], sweeps: int, chunk_size: int) -> Tensor:
+        p, device = self.prior, self.train_bias.device
+        images = []
+        for start in range(0, len(seeds), chunk_size):
+            streams = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed))))
+                       for seed in seeds[start:start + chunk_size]]
+            z = seeded_qbm_states(p, streams, self.gamma, self.config.trotter_slices, sweeps)
+            u = torch.from_numpy(np.stack([s.random(p.num_units, dtype=np.float32) for s in streams]))
+            zeta = self.smoothing.zeta_given_z(z, u.to(device=device, dtype=p.weight.dtype))
             images.append(torch.sigmoid(self.decode(zeta)))
         return torch.cat(images)
 

@@ -32,8 +32,11 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
 
 
 def save_training_curves(history: Sequence[dict[str, float]], path: str | Path,
-                         names: Sequence[str] = ("loss", "cost", "kl", "elbo")) -> Path:
-    """One panel per term, train and validation together, epochs on the x axis."""
+                         names: Sequence[str] = ("loss", "cost", "kl", "elbo", "kl_upper_bound", "q_elbo")) -> Path:
+    """One panel per term present, train and validation together, epochs on the x axis.
+
+    (A QBM prior logs the bounds `kl_upper_bound` / `q_elbo` where an RBM logs `kl` / `elbo`.)
+    """
     names = [n for n in names if any(n in h for h in history)]
     cols = 2
     rows = max(1, math.ceil(len(names) / cols))

@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -111,6 +112,20 @@ def exact_trotter_z_distribution(rbm: RBM, gamma: float, slices: int) -> Tensor:
     step = torch.exp(-(energies - energies.min()) / slices)[:, None] * transfer
     diagonal = torch.linalg.matrix_power(step, slices).diagonal()
     return diagonal / diagonal.sum()
+
+
+def exact_trotter_log_partition(rbm: RBM, gamma: float, slices: int) -> float:
+    """log Tr (D T)^P: the P-slice approximation of log Tr e^{-H} that `estimate_qbm_log_z` targets."""
+    gamma = _check_gamma(gamma)
+    energies = _diagonal_energies(rbm)
+    a = gamma / slices
+    single = torch.tensor([[math.cosh(a), math.sinh(a)], [math.sinh(a), math.cosh(a)]], dtype=torch.float64)
+    transfer = torch.ones(1, 1, dtype=torch.float64)
+    for _ in range(rbm.num_units):
+        transfer = torch.kron(transfer, single)
+    shift = energies.min().item()
+    step = torch.exp(-(energies - shift) / slices)[:, None] * transfer
+    return math.log(torch.linalg.matrix_power(step, slices).trace().item()) - shift
 
 
 # ---------------------------------------------------------------- the path-integral mapping
@@ -198,7 +213,7 @@ class PIMCSampler:
         if self.anneal_gamma is not None or self.visible is None or self.hidden is None \
                 or (self.visible.shape, self.hidden.shape) != shapes:
             self.num_chains = n
-            self.visible, self.hidden = _uniform_paths(prior, n, self.slices, gen)
+            self.visible, self.hidden = uniform_paths(prior, n, self.slices, gen)
         v = self.visible.to(device=device, dtype=dtype)
         h = self.hidden.to(device=device, dtype=dtype)
         for gamma in self.anneal_gamma or [self.gamma] * self.sweeps:
@@ -229,7 +244,7 @@ def _check_slices(slices: int, max_gamma: float, update: str) -> None:
                          f"periodic path), got {slices}")
 
 
-def _uniform_paths(prior: RBM, n: int, slices: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+def uniform_paths(prior: RBM, n: int, slices: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """Uniformly random states, the same in every slice (no kinks: near equilibrium at small Gamma)."""
     device, dtype = prior.weight.device, prior.weight.dtype
     z = torch.randint(0, 2, (n, 1, prior.num_units), generator=gen, device=device).to(dtype)
@@ -276,13 +291,15 @@ def _neighbour_spins(x: Tensor, part: slice) -> Tensor:
     return other + torch.roll(other, -1, dims=1)
 
 
-def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generator | None) -> Tensor:
+def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generator | None,
+                       uniforms: Tensor | None = None) -> Tensor:
     """Exact samples of independent periodic binary chains: p(x) ~ exp(sum_k f_k x_k - 2J #kinks).
 
     fields: (chains, P, m), one chain per (chains, m). Transfer matrices A_k[x, y] =
     e^{f_k x} t^[x != y] with t = tanh(Gamma/P) = e^{-2J}; S_k = A_k ... A_{P-1}. A backward pass
     keeps, for both values a of x_0, the log ratio d_k(a) = log S_k[1, a] / S_k[0, a] and the log of
     S_0[0, a]; x_0 is drawn from diag(S_0), then x_k given x_{k-1} with logit d_k(x_0) + 2J s_{k-1}.
+    `uniforms` (the shape of `fields`, in (0, 1)) replaces the generator's draws, e.g. per-seed streams.
     """
     slices = fields.shape[1]
     log_t = -2.0 * coupling
@@ -297,7 +314,10 @@ def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generat
         d = (fields[k] + log_t) + F.softplus(d - log_t) - kink
         ratios.append(d)
     ratios.reverse()
-    u = torch.rand(fields.shape, generator=generator, device=fields.device, dtype=fields.dtype)
+    if uniforms is None:
+        u = torch.rand(fields.shape, generator=generator, device=fields.device, dtype=fields.dtype)
+    else:
+        u = uniforms.transpose(0, 1).to(fields).clamp(1e-12, 1.0 - 1e-7)
     x = u[0] < torch.sigmoid(log_s0[1] + ratios[0][1] - log_s0[0])
     stacked = torch.stack(ratios, dim=1)  # (2, P, chains, m)
     ratio = torch.lerp(stacked[0], stacked[1], x.to(fields.dtype))  # d_k(x_0); lerp is far faster than where
@@ -310,8 +330,90 @@ def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generat
     return torch.stack(paths, dim=1).to(fields.dtype)
 
 
+def chain_log_partition(fields: Tensor, coupling: float) -> Tensor:
+    """log sum_x exp(sum_k f_k x_k - 2J #kinks) of independent periodic binary chains.
+
+    fields: (chains, P, m) -> (chains, m). A product of 2x2 transfer matrices in log space.
+    """
+    log_t = -2.0 * coupling
+    f = fields.transpose(0, 1)  # (P, chains, m)
+    zero = torch.zeros_like(f[0])
+    # m_ab: log (B_0 ... B_k)[a, b], B_k[x, y] = e^{f_k x} t^[x != y]; the trace closes the periodic chain
+    m00, m01, m10, m11 = zero, zero + log_t, f[0] + log_t, f[0]
+    for k in range(1, f.shape[0]):
+        one = f[k]  # weight of x_k = 1 (row index of B_k)
+        m00, m01 = torch.logaddexp(m00, m01 + one + log_t), torch.logaddexp(m00 + log_t, m01 + one)
+        m10, m11 = torch.logaddexp(m10, m11 + one + log_t), torch.logaddexp(m10 + log_t, m11 + one)
+    return torch.logaddexp(m00, m11)
+
+
+@torch.no_grad()
+def estimate_qbm_log_z(prior: RBM, gamma: float, slices: int, num_chains: int = 256, num_betas: int = 300,
+                       generator: torch.Generator | None = None) -> tuple[float, float]:
+    """AIS estimate of log Tr (D T)^P, the P-slice approximation of log Tr e^{-H}, and its standard error.
+
+    The classical system of visible paths (hidden paths summed out exactly, `chain_log_partition`)
+    is annealed from beta = 0, where every unit is a free periodic chain with log Z in closed form
+    (n P log cosh a + n log((1+t)^P + (1-t)^P), t = tanh a, a = Gamma / P), to beta = 1, with
+    world-line Gibbs transitions. Estimator of Z unbiased, log Z a stochastic lower bound; the
+    Trotter error O((Gamma / P)^2) is not in the standard error. Gamma = 0 is the RBM's AIS.
+    """
+    gamma = _check_gamma(gamma)
+    if gamma == 0:
+        return prior.log_partition_ais(num_chains, num_betas, generator)
+    if num_chains < 2 or num_betas < 2:
+        raise ValueError(f"num_chains and num_betas must be >= 2, got {num_chains}, {num_betas}")
+    _check_slices(slices, gamma, "worldline")
+    w, dtype = prior.weight, prior.weight.dtype
+    a, n = gamma / slices, prior.num_units
+    coupling, t = trotter_coupling(gamma, slices), math.tanh(a)
+    log_z0 = n * (slices * math.log(math.cosh(a)) + slices * math.log1p(t)
+                  + math.log1p(((1.0 - t) / (1.0 + t)) ** slices))
+
+    def log_unnorm(v: Tensor, beta: float) -> Tensor:  # kink terms of v cancel between betas: left out
+        visible = (v @ prior.visible_bias).sum(-1) * (beta / slices)
+        return visible + chain_log_partition(prior.hidden_logits(v, beta / slices), coupling).sum(-1)
+
+    zeros = torch.zeros(num_chains, slices, prior.num_visible, device=w.device, dtype=dtype)
+    v = sample_ising_paths(zeros, coupling, generator)  # exact samples of beta = 0
+    log_weights = torch.zeros(num_chains, dtype=torch.float64, device=w.device)
+    betas = torch.linspace(0.0, 1.0, num_betas).tolist()
+    for prev, beta in zip(betas[:-1], betas[1:]):
+        log_weights += (log_unnorm(v, beta) - log_unnorm(v, prev)).double()
+        h = sample_ising_paths(prior.hidden_logits(v, beta / slices), coupling, generator)
+        v = sample_ising_paths(prior.visible_logits(h, beta / slices), coupling, generator)
+    log_mean_w = torch.logsumexp(log_weights, 0) - math.log(num_chains)
+    ratios = torch.exp(log_weights - log_weights.max())
+    stderr = (ratios.std() / ratios.mean() / math.sqrt(num_chains)).item()
+    return log_z0 + log_mean_w.item(), stderr
+
+
+@torch.no_grad()
+def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: float, slices: int, sweeps: int) -> Tensor:
+    """z-basis samples (len(streams), n), row i drawing every random number from numpy stream i.
+
+    Kink-free uniformly random paths, then `sweeps` world-line sweeps; slice 0 of each path. A row
+    depends only on its own stream, so one seed gives one state alone or in any batch.
+    """
+    device, dtype = prior.weight.device, prior.weight.dtype
+    nv, nh = prior.num_visible, prior.num_hidden
+    coupling = trotter_coupling(gamma, slices)
+
+    def draw(count: int, *shape: int) -> Tensor:
+        rows = [stream.random(count, dtype="float32") for stream in streams]
+        return torch.from_numpy(np.stack(rows)).to(device=device, dtype=dtype).reshape(len(streams), *shape)
+
+    start = (draw(nv + nh, 1, nv + nh) < 0.5).to(dtype).expand(-1, slices, -1)
+    v, h = start[..., :nv].contiguous(), start[..., nv:].contiguous()
+    for _ in range(sweeps):
+        v = sample_ising_paths(prior.visible_logits(h, 1.0 / slices), coupling, None, draw(slices * nv, slices, nv))
+        h = sample_ising_paths(prior.hidden_logits(v, 1.0 / slices), coupling, None, draw(slices * nh, slices, nh))
+    return torch.cat([v[:, 0], h[:, 0]], dim=1)
+
+
 __all__ = [
-    "MAX_EXACT_QUBITS", "UPDATES", "PIMCSampler", "exact_qbm_log_partition", "exact_qbm_z_distribution",
+    "MAX_EXACT_QUBITS", "UPDATES", "PIMCSampler", "chain_log_partition", "estimate_qbm_log_z",
+    "exact_qbm_log_partition", "exact_qbm_z_distribution", "exact_trotter_log_partition", "seeded_qbm_states",
     "exact_trotter_z_distribution", "path_energy", "pimc_sweep", "qbm_hamiltonian", "sample_ising_paths",
     "trotter_coupling",
 ]

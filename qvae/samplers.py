@@ -184,4 +184,9 @@ def make_sampler(config: Config) -> Sampler:
         from .kaiwu_bridge import IsingSolverSampler, load_kaiwu_solver
 
         return IsingSolverSampler(load_kaiwu_solver(config.kaiwu_solver), seed=config.seed)
-    raise ValueError(f"sampler must be one of pcd, sa, kaiwu; got {config.sampler!r}")
+    if config.sampler == "pimc":
+        from .qbm import PIMCSampler
+
+        return PIMCSampler(config.sampler_chains, config.trotter_slices, config.sampler_sweeps, config.gamma,
+                           seed=config.seed)
+    raise ValueError(f"sampler must be one of pcd, sa, kaiwu, pimc; got {config.sampler!r}")

@@ -12,9 +12,9 @@ from qvae.prior import all_binary_states
 TINY = dict(input_dim=12, hidden_dim=16, latent_dim=6, num_visible=3, num_hidden=3, train_size=0)
 
 
-def tiny_model(seed: int = 0) -> QVAE:
+def tiny_model(seed: int = 0, **changes) -> QVAE:
     torch.manual_seed(seed)
-    model = QVAE(Config(**TINY), data_mean=torch.full((12,), 0.3)).double()
+    model = QVAE(Config(**{**TINY, **changes}), data_mean=torch.full((12,), 0.3)).double()
     with torch.no_grad():  # a prior far from uniform so the KL terms matter
         model.prior.weight.normal_(0, 1)
         model.prior.visible_bias.normal_(0, 1)
@@ -112,6 +112,17 @@ def test_generate_from_seeds_depends_only_on_each_seed():
     assert torch.equal(model.generate_from_seeds([3, 7, 11], sweeps=10), together)  # same call, same bits
 
 
+def latent_readout(model: QVAE) -> None:
+    """Replace the decoder: pixel i < 6 is bright iff zeta_i > 0.5, i.e. iff z_i = 1."""
+    readout = torch.nn.Linear(6, 12)
+    with torch.no_grad():
+        readout.weight.zero_()
+        readout.weight[:6].copy_(20 * torch.eye(6))
+        readout.bias.fill_(-10.0)
+        model.train_bias.zero_()
+    model.decoder = readout
+
+
 def test_generate_from_seeds_samples_the_prior():
     """The per-seed Gibbs path targets p(z): its latent marginal matches enumeration."""
     model = tiny_model(6).float()
@@ -139,3 +150,79 @@ def test_image_seeds_of_different_requests_give_different_images():
     b = model.generate_from_seeds(image_seeds(2, 3), sweeps=5)
     assert (a - b).abs().max() > 1e-3
     assert image_seeds(0, 3) == [0, 1, 2] and image_seeds(1, 2) == [2**32, 2**32 + 1]
+
+
+# ---------------------------------------------------------------- the quantum prior (gamma > 0)
+QUANTUM = dict(gamma=1.0, sampler="pimc", trotter_slices=16)
+
+
+def brute_force_quantum_kl(model: QVAE, x: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || p_Gamma(z)) with the QBM's z-basis distribution from dense diagonalisation."""
+    from qvae.qbm import exact_qbm_z_distribution
+
+    states = all_binary_states(6, dtype=torch.float64)
+    log_p = exact_qbm_z_distribution(model.prior, model.gamma).log()
+    q = torch.sigmoid(model.encode(x))
+    log_q = torch.where(states[None] > 0, torch.log(q[:, None]), torch.log1p(-q[:, None])).sum(-1)
+    return (log_q.exp() * (log_q - log_p[None])).sum(-1)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_q_elbo_kl_is_an_upper_bound_on_the_quantum_kl(gamma):
+    """kl_unnormalized + log Tr e^{-H} >= KL(q || p_Gamma), with equality at Gamma = 0."""
+    from qvae.qbm import exact_qbm_log_partition
+
+    model = tiny_model(8, **{**QUANTUM, "gamma": gamma, "sampler": "pimc" if gamma else "pcd"})
+    x = torch.rand(6, 12, dtype=torch.float64)
+    bound = model(x)["kl_unnormalized"].item() + exact_qbm_log_partition(model.prior, gamma)
+    true_kl = brute_force_quantum_kl(model, x).mean().item()
+    if gamma == 0:
+        assert bound == pytest.approx(true_kl, abs=1e-9)
+    else:
+        assert bound > true_kl + 1e-4 and true_kl > 0
+
+
+def test_quantum_negative_phase_gives_the_q_elbo_gradient():
+    """With negatives from the QBM's z-basis law, d kl_surrogate = d (kl_unnormalized + log Tr e^{-H})
+    for the diagonal parameters (log Tr e^{-H} differentiated by central differences)."""
+    from qvae.qbm import exact_qbm_log_partition, exact_qbm_z_distribution
+
+    model = tiny_model(9, **QUANTUM)
+    x = torch.rand(8, 12, dtype=torch.float64)
+    states = all_binary_states(6, dtype=torch.float64)
+    p = exact_qbm_z_distribution(model.prior, model.gamma)
+    n = 400_000
+    negative = states[torch.multinomial(p, n, replacement=True, generator=torch.Generator().manual_seed(0))]
+    params = list(model.prior.parameters())
+    grads = torch.autograd.grad(model(x, negative)["kl_surrogate"], params)
+    positive = torch.autograd.grad(model(x)["kl_unnormalized"], params)
+    eps = 1e-5
+    for param, g, pos in zip(params, grads, positive):
+        for index in [(0, 0), (2, 1)] if param.dim() == 2 else [(0,), (2,)]:
+            with torch.no_grad():
+                param[index] += eps
+                up = exact_qbm_log_partition(model.prior, model.gamma)
+                param[index] -= 2 * eps
+                down = exact_qbm_log_partition(model.prior, model.gamma)
+                param[index] += eps
+            expected = pos[index].item() + (up - down) / (2 * eps)
+            assert g[index].item() == pytest.approx(expected, abs=5 / math.sqrt(n))
+
+
+def test_quantum_generation_samples_the_qbm_and_depends_only_on_each_seed():
+    from qvae.qbm import exact_qbm_z_distribution, exact_trotter_z_distribution
+    from .tv import empirical_tv, tv_bound
+
+    model = tiny_model(10, **{**QUANTUM, "gamma": 2.0}).float()
+    latent_readout(model)
+    n = 8000
+    images = model.generate_from_seeds(list(range(n)), sweeps=8)
+    z = (images[:, :6] > 0.5).float()
+    exact = exact_trotter_z_distribution(model.prior, model.gamma, 16)
+    assert empirical_tv(z, exact) < tv_bound(64, n)
+    classical = torch.softmax(-model.prior.energy(all_binary_states(6)).double(), 0)
+    # far enough from the RBM's law that passing the bound above rules the classical law out
+    assert 0.5 * (exact_qbm_z_distribution(model.prior, model.gamma) - classical).abs().sum() > 2 * tv_bound(64, n)
+    assert torch.allclose(model.generate_from_seeds([5], sweeps=8)[0], images[5], atol=1e-6)
+    unseeded = (model.sample_prior(n, sweeps=8, generator=torch.Generator().manual_seed(1)))
+    assert empirical_tv(unseeded, exact) < tv_bound(64, n)

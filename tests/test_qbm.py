@@ -19,11 +19,15 @@ from qvae.kaiwu_bridge import SamplerIsingSolver
 from qvae.prior import RBM, all_binary_states, exact_distribution, state_index
 from qvae.qbm import (
     PIMCSampler,
+    chain_log_partition,
+    estimate_qbm_log_z,
     exact_qbm_log_partition,
     exact_qbm_z_distribution,
+    exact_trotter_log_partition,
     exact_trotter_z_distribution,
     path_energy,
     sample_ising_paths,
+    seeded_qbm_states,
     trotter_coupling,
 )
 from qvae.samplers import Sampler
@@ -232,8 +236,58 @@ def test_gamma_zero_accepts_one_slice(rbm_and_exact) -> None:
 
 
 def test_works_as_a_kaiwu_ising_solver() -> None:
+    """kaiwu's IsingSolver interface on an Ising matrix: the spins follow the QBM's Trotter marginal."""
     rbm = random_rbm(3, 4, scale=1.0, seed=6)
-    solver = SamplerIsingSolver(PIMCSampler(num_chains=50, slices=4, sweeps=2, gamma=0.5, seed=0),
-                                num_solutions=50)
-    spins = solver.solve(rbm.to_ising())
-    assert spins.shape == (50, 8) and np.isin(spins, (-1, 1)).all() and (spins[:, -1] == 1).all()
+    solver = SamplerIsingSolver(PIMCSampler(num_chains=500, slices=4, sweeps=4, gamma=0.5, seed=0),
+                                num_solutions=500)
+    spins = np.concatenate([solver.solve(rbm.to_ising()) for _ in range(8)])
+    assert spins.shape == (4000, 8) and np.isin(spins, (-1, 1)).all() and (spins[:, -1] == 1).all()
+    states = torch.from_numpy((spins[:, :7] + 1) / 2)
+    exact = exact_trotter_z_distribution(rbm, 0.5, 4)
+    assert empirical_tv(states, exact) < tv_bound(128, 4000)
+    assert 0.5 * (exact - exact_distribution(rbm)).abs().sum().item() > 0.02  # not the RBM's law
+
+
+# ---------------------------------------------------------------- log Z of the QBM
+def test_chain_log_partition_matches_enumeration() -> None:
+    fields = torch.randn(3, 5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    coupling = 0.6
+    states = all_binary_states(5, dtype=torch.float64)
+    kinks = (states != torch.roll(states, -1, 1)).sum(1)
+    expected = torch.stack([torch.stack([torch.logsumexp(states @ fields[c, :, m] - 2 * coupling * kinks, 0)
+                                         for m in range(2)]) for c in range(3)])
+    assert torch.allclose(chain_log_partition(fields, coupling), expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("slices", [2, 3])
+def test_exact_trotter_log_partition_is_the_path_sum(slices: int) -> None:
+    rbm, gamma = random_rbm(2, 1, scale=1.0, seed=4), 0.9
+    paths = all_binary_states(3 * slices, dtype=torch.float64).reshape(-1, slices, 3)
+    action = path_energy(rbm, paths[..., :2], paths[..., 2:], gamma)
+    assert exact_trotter_log_partition(rbm, gamma, slices) == pytest.approx(
+        torch.logsumexp(-action, 0).item(), abs=1e-10)
+
+
+def test_qbm_ais_agrees_with_exact_quantum_log_partition() -> None:
+    """AIS of the P-slice path integral vs dense linear algebra: within 4 standard errors of log Tr
+    (D T)^P, which is itself within the Trotter error of log Tr e^{-H}."""
+    rbm = random_rbm(3, 3, scale=1.0, seed=2)
+    for slices in (4, 16):
+        exact_p = exact_trotter_log_partition(rbm, 1.0, slices)
+        estimate, stderr = estimate_qbm_log_z(rbm, 1.0, slices, 1000, 200, torch.Generator().manual_seed(slices))
+        assert 0 < stderr < 0.02
+        assert abs(estimate - exact_p) < 4 * stderr + 1e-3
+    exact = exact_qbm_log_partition(rbm, 1.0)
+    assert abs(exact_trotter_log_partition(rbm, 1.0, 16) - exact) < 0.01
+    assert estimate_qbm_log_z(rbm, 0.0, 16, 200, 50)[0] == pytest.approx(rbm.log_partition_exact(), abs=0.05)
+
+
+# ---------------------------------------------------------------- seeded z-basis samples (generation)
+def test_seeded_states_follow_the_trotter_marginal_and_depend_only_on_their_seed(rbm_and_exact) -> None:
+    rbm = random_rbm(3, 3, scale=1.0, seed=3).float()
+    n = 6000
+    streams = [np.random.default_rng(seed) for seed in range(n)]
+    z = seeded_qbm_states(rbm, streams, GAMMA, 4, sweeps=6)
+    assert empirical_tv(z, exact_trotter_z_distribution(rbm, GAMMA, 4)) < tv_bound(64, n)
+    alone = seeded_qbm_states(rbm, [np.random.default_rng(17)], GAMMA, 4, sweeps=6)
+    assert torch.equal(alone[0], z[17])

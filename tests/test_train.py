@@ -32,12 +32,15 @@ def test_training_lowers_the_loss_and_logs_every_term(small_data, tmp_path):
     assert load_checkpoint(tmp_path / "best.pt")["epoch"] == result.best_epoch
 
 
-@pytest.mark.parametrize("sampler", ["pcd", "sa"])
-def test_resumed_run_continues_exactly_where_it_stopped(small_data, tmp_path, sampler):
-    straight = train(Config(epochs=3, sampler=sampler, **SMALL), small_data,
+QUANTUM = dict(sampler="pimc", gamma=1.0, trotter_slices=8)
+
+
+@pytest.mark.parametrize("prior", [dict(sampler="pcd"), dict(sampler="sa"), QUANTUM], ids=["pcd", "sa", "pimc"])
+def test_resumed_run_continues_exactly_where_it_stopped(small_data, tmp_path, prior):
+    straight = train(Config(epochs=3, **prior, **SMALL), small_data,
                      checkpoint_dir=tmp_path / "a", progress=False)
-    train(Config(epochs=1, sampler=sampler, **SMALL), small_data, checkpoint_dir=tmp_path / "b", progress=False)
-    resumed = train(Config(epochs=3, sampler=sampler, **SMALL), small_data, checkpoint_dir=tmp_path / "b",
+    train(Config(epochs=1, **prior, **SMALL), small_data, checkpoint_dir=tmp_path / "b", progress=False)
+    resumed = train(Config(epochs=3, **prior, **SMALL), small_data, checkpoint_dir=tmp_path / "b",
                     resume_from=tmp_path / "b" / "last.pt", progress=False)
     for name, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[name], value), name
@@ -68,3 +71,27 @@ def test_a_callback_can_stop_training(small_data):
 def test_dynamic_binarisation_trains_on_binary_batches(small_data):
     result = train(Config(epochs=1, binarize="dynamic", **SMALL), small_data, progress=False)
     assert result.history[0]["cost"] > 0
+
+
+def test_quantum_prior_logs_the_q_elbo_and_never_calls_it_the_elbo(small_data):
+    """Gamma > 0: the KL term with log Tr e^{-H} is an upper bound, so it is logged as
+    kl_upper_bound / q_elbo (AIS of the path integral here: 32 units is too many to diagonalise)."""
+    from qvae.train import log_z_method
+
+    config = Config(epochs=2, **QUANTUM, **SMALL)
+    assert log_z_method(config) == "ais_trotter_P8"
+    h = train(config, small_data, progress=False).history
+    for epoch in h:
+        assert not {"elbo", "kl", "val_elbo", "val_kl"} & set(epoch)
+        assert epoch["val_q_elbo"] == pytest.approx(-epoch["val_cost"] - epoch["val_kl_upper_bound"])
+        assert epoch["log_z_stderr"] > 0
+    assert h[-1]["loss"] < h[0]["loss"]
+
+
+def test_small_quantum_prior_uses_exact_log_z(small_data):
+    from qvae.train import log_z_method
+
+    config = Config(epochs=1, **{**SMALL, "latent_dim": 8, "num_visible": 4, "num_hidden": 4}, **QUANTUM)
+    assert log_z_method(config) == "exact"
+    last = train(config, small_data, progress=False).history[-1]
+    assert last["log_z_stderr"] == 0.0 and last["val_kl_upper_bound"] >= 0  # >= the true KL >= 0
