@@ -27,7 +27,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from .config import Config, JobOptions
 from .data import MnistData, load_mnist_for
 from .model import QVAE, image_seeds
-from .train import BEST_CHECKPOINT, EpochReport, resolve_device, train
+from .train import BEST_CHECKPOINT, EpochReport, log_z_method, resolve_device, train
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -206,7 +206,7 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
         params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
                                   **data.source.as_params(), **library_versions(), **git_state(),
                                   "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
-                                  "tsne_points": options.tsne_points}
+                                  "tsne_points": options.tsne_points, "log_z_method": log_z_method(config)}
         log_new_params(params)
         log_dataset(data)
         epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)

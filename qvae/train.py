@@ -83,6 +83,8 @@ def log_z_method(config: Config) -> str:
     exact from the dense Hamiltonian up to 12 units, else AIS of the P-slice path integral, whose
     Trotter error O((gamma / P)^2) is not part of the reported standard error.
     """
+    if config.prior != "boltzmann":
+        return "none"  # a Gaussian prior is normalised: its KL is exact without any log Z
     if config.gamma > 0:
         return "exact" if config.latent_dim <= MAX_EXACT_QUBITS else f"ais_trotter_P{config.trotter_slices}"
     return "exact" if 2 ** min(config.num_visible, config.num_hidden) <= EXACT_LOG_Z_MAX_STATES else "ais"

@@ -161,6 +161,24 @@ def test_search_space_suggests_valid_splits():
         study.tell(trial, 0.0)
 
 
+def test_search_space_can_search_the_transverse_field():
+    """gamma_max > 0 searches the QBM's Gamma; every trial then uses PIMC, valid at any Gamma >= 0."""
+    space = SearchSpace(latent_total=16, visible_min=4, visible_step=4, gamma_min=0.0, gamma_max=2.0)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    gammas = []
+    for _ in range(20):
+        trial = study.ask()
+        changes = space.suggest(trial)
+        assert changes["sampler"] == "pimc" and 0.0 <= changes["gamma"] <= 2.0
+        assert Config(**{**BASE, **changes}).gamma == changes["gamma"]
+        gammas.append(changes["gamma"])
+        study.tell(trial, 0.0)
+    assert max(gammas) - min(gammas) > 1.0
+    assert "gamma" not in SPACE.suggest(study.ask())
+    with pytest.raises(ConfigError, match="gamma_min and gamma_max must satisfy 0 <= gamma_min <= gamma_max"):
+        SearchSpace(gamma_min=1.0, gamma_max=0.5)
+
+
 def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
     """SIGINT in the middle of a study: the finished trials' best model still becomes champion."""
     import signal

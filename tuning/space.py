@@ -29,6 +29,8 @@ class SearchSpace:
     kl_beta_max: float = 1.0  # log scale over several decades
     lr_min: float = 0.0  # 0: lr is not searched (the base config's lr is used)
     lr_max: float = 0.0
+    gamma_min: float = 0.0  # the QBM's transverse field, drawn uniformly from gamma_min..gamma_max
+    gamma_max: float = 0.0  # 0: not searched (the base config's gamma); > 0: trials use sampler=pimc
 
     def __post_init__(self) -> None:
         self.latent_choices = tuple(int(c) for c in self.latent_choices)
@@ -51,9 +53,12 @@ class SearchSpace:
         if (self.lr_min, self.lr_max) != (0.0, 0.0) and not 0 < self.lr_min <= self.lr_max:
             raise ConfigError(f"lr_min and lr_max must both be 0 (lr not searched) or 0 < min <= max, "
                               f"got {self.lr_min}, {self.lr_max}")
+        if not 0 <= self.gamma_min <= self.gamma_max:
+            raise ConfigError(f"gamma_min and gamma_max must satisfy 0 <= gamma_min <= gamma_max (gamma_max = 0: "
+                              f"gamma not searched), got {self.gamma_min}, {self.gamma_max}")
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Config changes for one trial: the latent split, dist_beta, kl_beta (and lr)."""
+        """Config changes for one trial: the latent split, dist_beta, kl_beta (and lr, gamma)."""
         total = (trial.suggest_categorical("latent_dim", list(self.latent_choices)) if self.latent_choices
                  else self.latent_total)
         high = total - self.visible_min
@@ -66,6 +71,9 @@ class SearchSpace:
         }
         if self.lr_max > 0:
             changes["lr"] = trial.suggest_float("lr", self.lr_min, self.lr_max, log=True)
+        if self.gamma_max > 0:  # PIMC samples the RBM exactly at gamma = 0, so one sampler serves the range
+            changes["gamma"] = trial.suggest_float("gamma", self.gamma_min, self.gamma_max)
+            changes["sampler"] = "pimc"
         return changes
 
     def to_dict(self) -> dict[str, Any]:
