@@ -17,11 +17,11 @@ import statistics
 import time
 
 import torch
+from common import cpu_name
 
 from qvae.config import Config
 from qvae.data import load_mnist
 from qvae.train import elbo_key, estimate_log_z, evaluate, log_z_method, train
-from common import cpu_name
 
 KAIWU_EXAMPLE_SECONDS = "33-57"
 

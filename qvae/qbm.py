@@ -412,8 +412,19 @@ def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: float, slices: 
 
 
 __all__ = [
-    "MAX_EXACT_QUBITS", "UPDATES", "PIMCSampler", "chain_log_partition", "estimate_qbm_log_z",
-    "exact_qbm_log_partition", "exact_qbm_z_distribution", "exact_trotter_log_partition", "seeded_qbm_states",
-    "exact_trotter_z_distribution", "path_energy", "pimc_sweep", "qbm_hamiltonian", "sample_ising_paths",
+    "MAX_EXACT_QUBITS",
+    "UPDATES",
+    "PIMCSampler",
+    "chain_log_partition",
+    "estimate_qbm_log_z",
+    "exact_qbm_log_partition",
+    "exact_qbm_z_distribution",
+    "exact_trotter_log_partition",
+    "exact_trotter_z_distribution",
+    "path_energy",
+    "pimc_sweep",
+    "qbm_hamiltonian",
+    "sample_ising_paths",
+    "seeded_qbm_states",
     "trotter_coupling",
 ]
