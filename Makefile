@@ -28,11 +28,13 @@ data: $(STAMP)
 CPU_FID_SAMPLES ?= 500
 CPU_TSNE_INTERVAL ?= 2
 CPU_TSNE_FINAL ?= 3000
+CPU_NLL_IMAGES ?= 1000
+CPU_PROBE_EPOCHS ?= 10
 RUN_ARGS ?=
 
 run: data
 	@if $(BIN)/python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then cpu_args=""; \
-	else cpu_args="-P fid_samples=$(CPU_FID_SAMPLES) -P tsne_interval=$(CPU_TSNE_INTERVAL) -P tsne_final_points=$(CPU_TSNE_FINAL)"; \
+	else cpu_args="-P fid_samples=$(CPU_FID_SAMPLES) -P tsne_interval=$(CPU_TSNE_INTERVAL) -P tsne_final_points=$(CPU_TSNE_FINAL) -P nll_images=$(CPU_NLL_IMAGES) -P probe_epochs=$(CPU_PROBE_EPOCHS)"; \
 	echo "no GPU: $$cpu_args (see README)"; fi; \
 	set -x; PATH="$(abspath $(BIN)):$$PATH" MLFLOW_DISABLE_TELEMETRY=true \
 	$(BIN)/mlflow run . --env-manager local -P data_dir=$(DATA) $$cpu_args $(RUN_ARGS)

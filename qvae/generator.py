@@ -34,7 +34,7 @@ class QVAEGenerator(PythonModel):
         import torch
 
         from qvae.config import Config
-        from qvae.model import QVAE
+        from qvae.models import build_model
         from qvae.train import resolve_device
 
         meta = json.loads(open(context.artifacts["config"]).read())
@@ -45,7 +45,7 @@ class QVAEGenerator(PythonModel):
                 f"version {MODEL_FORMAT_VERSION} (install the qvae-mlops release that logged it)")
         self.device = resolve_device(os.environ.get("QVAE_DEVICE", "auto"))
         config = Config.from_dict({**meta["config"], "device": str(self.device)})
-        self.model = QVAE(config)
+        self.model = build_model(config)  # the QVAE, or the Gaussian baseline for prior=gaussian
         state = torch.load(context.artifacts["weights"], map_location=self.device, weights_only=True)
         self.model.load_state_dict(state)
         self.model.to(self.device).eval()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .model import QVAE, image_seeds
+from .models import MODEL_CLASSES
 from .train import resolve_device
 
 BYTES_PER_IMAGE_BUDGET = 4 * 784 * 4  # the float32 result plus generation's working copies
@@ -93,7 +94,7 @@ def load_generator(uri: str, device: str | torch.device | None = None) -> Genera
         raise ModelNotFoundError(f"cannot load {uri!r}: {err.message}") from err
     python_model = pyfunc_model.unwrap_python_model()
     model = getattr(python_model, "model", None)
-    if not isinstance(model, QVAE):
+    if not isinstance(model, MODEL_CLASSES):
         raise TypeError(f"{uri!r} is not a QVAE generator logged by this project "
                         f"(its python model is {type(python_model).__name__})")
     generator = Generator(model.eval(), uri)
@@ -109,6 +110,8 @@ def check_registry_uri(uri: str) -> None:
     from mlflow.exceptions import MlflowException
 
     name, alias, version = match.groups()
+    if alias is None and version is None and re.fullmatch(r"m-[0-9a-f]{32}", name):
+        return  # MLflow 3's models:/<model_id>: a logged model, not a registered one
     client = MlflowClient()
     try:
         registered = client.get_registered_model(name)

@@ -159,3 +159,21 @@ def test_rest_serving_answers_invocations_with_images(registry):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_quantum_prior_model_generates_from_its_qbm(tracking_store, mnist_dir):
+    """The logged model carries Gamma and P: it generates from the QBM, seed-reproducibly, like the
+    model it was trained as (not from the RBM with the same weights)."""
+    options = JobOptions(fid_samples=0, tsne_interval=0, tsne_final_points=0, progress=False)
+    config = Config(**{**TINY, "epochs": 1}, gamma=0.8, sampler="pimc", trotter_slices=4, data_dir=str(mnist_dir))
+    result = run_main_job(config, options)
+    params = MlflowClient().get_run(result.run_id).data.params
+    assert (params["gamma"], params["sampler"], params["log_z_method"]) == ("0.8", "pimc", "ais_trotter_P4")
+    assert {"q_elbo", "val_q_elbo", "kl_upper_bound"} <= set(result.metrics) and "elbo" not in result.metrics
+    loaded = qvae.load_generator(result.model_uri, device="cpu")
+    assert loaded.model.config.gamma == 0.8 and loaded.model.config.trotter_slices == 4
+    images = loaded.generate(4, seed=5)
+    assert torch.equal(images, qvae.load_generator(result.model_uri).generate(4, seed=5))
+    classical = Config.from_dict({**loaded.model.config.to_dict(), "gamma": 0.0, "sampler": "pcd"})
+    loaded.model.config = classical  # same weights, RBM prior: different latent draws, different images
+    assert (loaded.generate(4, seed=5) - images).abs().max() > 1e-3

@@ -69,9 +69,10 @@ def test_every_metric_has_one_value_per_epoch(finished_run):
     for name in PER_EPOCH:
         history = client.get_metric_history(run.info.run_id, name)
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), name
-    for name in ("fid", "fid_64", "kid"):
+    for name in ("fid", "fid_64", "kid", "test_nll", "test_nll_stderr", "latent_accuracy"):  # MLproject defaults
         assert name in run.data.metrics, name
     assert run.data.metrics["fid"] > 0
+    assert run.data.params["nll_samples"] == "1000" and run.data.params["probe_epochs"] == "100"
 
 
 def test_artifacts_exist_and_images_decode(finished_run, tmp_path):

@@ -1,0 +1,218 @@
+"""QVAE (the default config: RBM 128x128 prior) vs a Gaussian-prior VAE on the same budget.
+
+Both models get the same encoder/decoder widths (784-512-256), data, epochs, batch size,
+optimiser and seed; only the latent space differs. Prints one side-by-side table: FID, FID on
+64 features, KID, importance-weighted test NLL (+- stderr), latent-probe accuracy and seconds
+per epoch, with the device and settings.
+
+    python benchmarks/compare.py --epochs 20 --device cuda --output-dir outputs/compare
+    python benchmarks/compare.py --evaluate-only outputs/compare --device cpu   # e.g. FID later, elsewhere
+
+--output-dir keeps each model's checkpoints (DIR/qvae/last.pt, DIR/gaussian/last.pt) and
+DIR/results.json; --evaluate-only DIR recomputes the scores from those checkpoints (so models
+trained on a GPU machine without the Inception weights can get their FID on another machine).
+Needs only torch, torchvision, numpy, torchmetrics, tqdm (no MLflow, no Optuna).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import cpu_name
+
+from qvae.config import Config, JobOptions
+from qvae.data import load_mnist_for
+from qvae.models import build_model
+from qvae.scores import ScoreSettings, final_scores
+from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device, train
+
+MODELS = {"qvae": "QVAE (RBM 128x128)", "gaussian": "Gaussian VAE (256-d)"}
+
+
+def configs(args: argparse.Namespace) -> dict[str, Config]:
+    base = Config(epochs=args.epochs, train_size=args.train_size, test_size=args.test_size, device=args.device,
+                  data_dir=args.data_dir, seed=args.seed, kl_beta=args.kl_beta, binarize=args.binarize)
+    return {"qvae": base, "gaussian": base.replace(prior="gaussian")}
+
+
+def settings_from(args: argparse.Namespace) -> ScoreSettings:
+    names = ("fid_samples", "nll_samples", "nll_images", "probe_epochs")
+    JobOptions(**{n: getattr(args, n) for n in names}).validate(Config(test_size=args.test_size))  # clear errors
+    return ScoreSettings(**{n: getattr(args, n) for n in names}, seed=args.seed)
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    settings = settings_from(args)
+    results: dict[str, Any] = {}
+    data = None
+    for name, config in configs(args).items():
+        data = load_mnist_for(config) if data is None else data
+        print(f"training {MODELS[name]} for {config.epochs} epochs ...", file=sys.stderr)
+        trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress)
+        started = time.perf_counter()
+        scores = final_scores(trained.model, data, settings, progress=not args.no_progress)
+        results[name] = entry(config, trained.history, scores, str(trained.device), hardware(
+            torch.device(trained.device)), time.perf_counter() - started)
+    return results
+
+
+def entry(config: Config, history: list[dict[str, float]], scores: dict[str, Any], device: str, hw: str,
+          eval_seconds: float) -> dict[str, Any]:
+    record = {"config": config.to_dict(), "train_device": device, "train_hardware": hw,
+              "eval_device": device, "eval_hardware": hw, "eval_seconds": eval_seconds,
+              "seconds_per_epoch": statistics.median([h["epoch_seconds"] for h in history]) if history else None,
+              "final_epoch": history[-1] if history else {}, "metrics": scores["metrics"],
+              "scored_on": {}}
+    computed = {"fid": "fid" in scores["metrics"], "nll": "nll" in scores, "probe": "probe" in scores}
+    record["scored_on"] = {k: f"{device} ({hw})" for k, done in computed.items() if done}
+    if "nll" in scores:
+        record["nll"] = scores["nll"].as_dict()
+    if "probe" in scores:
+        record["probe"] = {"accuracy": scores["probe"].accuracy, "epochs": scores["probe"].epochs}
+    return record
+
+
+def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    """Scores recomputed from DIR/<model>/last.pt; training facts kept from DIR/results.json."""
+    settings = settings_from(args)
+    previous = json.loads((directory / "results.json").read_text()) if (directory / "results.json").exists() else {}
+    results: dict[str, Any] = {}
+    device = resolve_device(args.device)
+    for name in MODELS:
+        path = directory / name / LAST_CHECKPOINT
+        if not path.exists():
+            print(f"skipping {name}: no {path}", file=sys.stderr)
+            continue
+        state = load_checkpoint(path, map_location=device)
+        config = Config.from_dict({**state["config"], "device": str(device), "data_dir": args.data_dir})  # data: here
+        model = build_model(config).to(device)
+        model.load_state_dict(state["model"])
+        data = load_mnist_for(config)
+        started = time.perf_counter()
+        scores = final_scores(model, data, settings, progress=not args.no_progress)
+        record = entry(config, state["history"], scores, str(device), hardware(device), time.perf_counter() - started)
+        old = previous.get("models", {}).get(name, {})
+        for key in ("train_device", "train_hardware", "seconds_per_epoch"):
+            record[key] = old.get(key, record[key])
+        # scores skipped now (0) keep their earlier values, e.g. the GPU's NLL when only FID is added here
+        record["metrics"] = {**old.get("metrics", {}), **record["metrics"]}
+        record["scored_on"] = {**old.get("scored_on", {}), **record["scored_on"]}
+        for key in ("nll", "probe"):
+            if key not in record and key in old:
+                record[key] = old[key]
+        results[name] = record
+    return results
+
+
+def merged_settings(current: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    """The settings behind the scores in the report: earlier ones for the scores skipped now."""
+    merged = dict(current)
+    groups = {"fid_samples": ("fid_samples", "fid_batch_size"), "probe_epochs": ("probe_epochs",),
+              "nll_samples": ("nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas")}
+    for switch, keys in groups.items():
+        if not current.get(switch) and previous.get(switch):
+            merged.update({k: previous[k] for k in keys if k in previous})
+    return merged
+
+
+def table(report: dict[str, Any]) -> str:
+    models = report["models"]
+    names = [n for n in MODELS if n in models]
+
+    def cell(name: str, fmt: str, *keys: str) -> str:
+        m = models[name]["metrics"]
+        return fmt.format(*(m[k] for k in keys)) if all(k in m for k in keys) else "-"
+
+    def nll(name: str) -> str:
+        n = models[name].get("nll")
+        return f"{n['nll']:.2f} +- {n['stderr']:.2f}{' (bound)' if n['bound'] else ''}" if n else "-"
+
+    rows = [
+        ("FID (2048 features)", lambda n: cell(n, "{:.2f}", "fid")),
+        ("FID (64 features)", lambda n: cell(n, "{:.3f}", "fid_64")),
+        ("KID", lambda n: cell(n, "{:.4f} +- {:.4f}", "kid", "kid_std")),
+        ("test NLL, nats", nll),
+        ("latent accuracy", lambda n: cell(n, "{:.2%}", "latent_accuracy")),
+        ("val ELBO (last epoch), nats", lambda n: f"{models[n]['final_epoch'].get('val_elbo', float('nan')):.2f}"),
+        ("seconds per epoch (median)", lambda n: f"{models[n]['seconds_per_epoch']:.2f}"),
+    ]
+    first = models[names[0]]
+    c, s = first["config"], report["settings"]
+    lines = [
+        f"# QVAE vs Gaussian VAE | {c['epochs']} epochs on {c['train_size'] or 60000} MNIST images, "
+        f"{c['input_dim']}-{c['hidden_dim']}-{c['latent_dim']}, batch {c['batch_size']}, lr {c['lr']}, "
+        f"kl_beta {c['kl_beta']}, seed {c['seed']}, binarize {c['binarize']}",
+        f"# trained on {first['train_device']} ({first['train_hardware']}); scored: "
+        + "; ".join(f"{k} on {v}" for k, v in first.get("scored_on", {}).items())
+        + f" | torch {torch.__version__} | python {platform.python_version()}",
+        f"# FID/KID: {s['fid_samples']} generated vs {s['fid_samples']} test images | NLL: K={s['nll_samples']} on "
+        f"{s['nll_images'] or c['test_size'] or 10000} test images, AIS log Z {s['nll_ais_chains']} chains x {s['nll_ais_betas']} betas"
+        f" | probe: {s['probe_epochs']} epochs | s/epoch includes the validation pass (and the QVAE's AIS log Z)",
+    ]
+    width = max(len(r[0]) for r in rows)
+    lines.append(f"{'':{width}}  " + "  ".join(f"{MODELS[n]:>22}" for n in names))
+    for label, fn in rows:
+        lines.append(f"{label:{width}}  " + "  ".join(f"{fn(n):>22}" for n in names))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--train-size", type=int, default=0, help="0: all 60 000 training images")
+    parser.add_argument("--test-size", type=int, default=0, help="0: all 10 000 test images (validation and scores)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kl-beta", type=float, default=Config.kl_beta,
+                        help="KL weight of both losses (default: the seed's 1e-6; 1 trains for likelihood)")
+    parser.add_argument("--binarize", default="none", choices=("none", "dynamic", "static"),
+                        help="dynamic/static: binary data, the literature's NLL protocol")
+    parser.add_argument("--data-dir", default=os.environ.get("QVAE_DATA_DIR", "data"))
+    parser.add_argument("--fid-samples", type=int, default=10_000, help="0 skips FID/KID")
+    parser.add_argument("--nll-samples", type=int, default=1000, help="importance samples per image (0 skips)")
+    parser.add_argument("--nll-images", type=int, default=0, help="test images for the NLL (0: all)")
+    parser.add_argument("--probe-epochs", type=int, default=100, help="latent-probe epochs (0 skips)")
+    parser.add_argument("--output-dir", help="keep checkpoints and results.json here (default: a temporary dir)")
+    parser.add_argument("--evaluate-only", metavar="DIR", help="score the checkpoints saved in DIR; no training")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    settings = vars(settings_from(args))
+    if args.evaluate_only:
+        out = Path(args.evaluate_only)
+        models = evaluate_only(args, out)
+        previous = out / "results.json"
+        if previous.exists():
+            settings = merged_settings(settings, json.loads(previous.read_text()).get("settings", {}))
+    else:
+        out = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="qvae-compare-"))
+        models = train_and_score(args, out)
+    report = {"settings": settings, "models": models}
+    if not models:
+        print(f"no checkpoints found under {out}", file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    print(table(report))
+    print(f"wrote {out / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The Gaussian-prior VAE baseline: the QVAE's encoder/decoder widths with N(0, I) latents.
+
+Same interface as `QVAE` towards train.py, tracking, plots and the pyfunc generator, so the
+baseline runs through exactly the same pipeline; what differs is only the latent space:
+q(z|x) = N(mu, diag sigma^2) from an encoder with 2 * latent_dim outputs (mean, log-variance),
+reparameterised samples, p(z) = N(0, I) with the KL in closed form. Everything it reports is
+exact (no log Z), so `elbo_unnormalized` equals `elbo`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Config
+from .model import mlp
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
+    """KL(N(mean, exp(log_var)) || N(0, I)) per row, in closed form."""
+    return 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(-1)
+
+
+def normal_log_pdf(z: Tensor, mean: Tensor | float = 0.0, log_var: Tensor | float = 0.0) -> Tensor:
+    """log N(z; mean, diag exp(log_var)) summed over the last axis."""
+    log_var = torch.as_tensor(log_var, dtype=z.dtype, device=z.device)
+    return -0.5 * (LOG_2PI + log_var + (z - mean).square() / log_var.exp()).sum(-1)
+
+
+class GaussianVAE(nn.Module):
+    """A VAE with latent_dim standard-normal latents (the usual baseline for the QVAE)."""
+
+    def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = mlp([c.input_dim, c.hidden_dim, 2 * c.latent_dim], c.activation)
+        self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
+        self.register_buffer("data_mean", torch.zeros(c.input_dim))
+        self.register_buffer("train_bias", torch.zeros(c.input_dim))
+        if data_mean is not None:
+            self.set_data_mean(data_mean)
+
+    @torch.no_grad()
+    def set_data_mean(self, mean: Tensor) -> None:
+        mean = mean.reshape(-1).to(self.data_mean)
+        if mean.numel() != self.config.input_dim:
+            raise ValueError(f"data mean has {mean.numel()} values, expected input_dim={self.config.input_dim}")
+        self.data_mean.copy_(mean)
+        self.train_bias.copy_(torch.logit(mean.clamp(0.001, 0.999)))
+
+    # ---------------------------------------------------------------- pieces
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z | x)."""
+        mean, log_var = self.encoder(x - self.data_mean).chunk(2, dim=-1)
+        return mean, log_var
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Logits of p(x=1 | z)."""
+        return self.decoder(z) + self.train_bias
+
+    @staticmethod
+    def _noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
+        return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+    # ---------------------------------------------------------------- the objective
+    def forward(self, x: Tensor, negative: Tensor | None = None,
+                generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Batch means of cost (-log p(x|z), one sample), the exact kl, elbo and the loss.
+
+        `negative` is accepted for QVAE compatibility and ignored; the loss is
+        cost + kl_beta * kl, the QVAE's weighting of its KL.
+        """
+        mean, log_var = self.encode(x)
+        z = mean + (0.5 * log_var).exp() * self._noise(mean.shape, mean, generator)
+        cost = F.binary_cross_entropy_with_logits(self.decode(z), x, reduction="none").sum(-1).mean()
+        kl = gaussian_kl(mean, log_var).mean()
+        elbo = -cost - kl
+        return {"cost": cost, "kl": kl, "elbo": elbo, "elbo_unnormalized": elbo,
+                "loss": cost + self.config.kl_beta * kl}
+
+    def training_step(self, x: Tensor, sampler: object = None,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """One step's terms; there is no negative phase, so `sampler` is unused (may be None)."""
+        return self(x, None, generator)
+
+    def log_importance_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """(K, B) log p(x|z) + log N(z; 0, I) - log q(z|x) for z ~ q(z|x) (see nll.py)."""
+        mean, log_var = self.encode(x)
+        z = mean + (0.5 * log_var).exp() * self._noise((k, *mean.shape), mean, generator)
+        x_logits = self.decode(z)
+        log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
+        return log_px + normal_log_pdf(z) - normal_log_pdf(z, mean, log_var)
+
+    # ---------------------------------------------------------------- using the model
+    @torch.no_grad()
+    def latent_features(self, x: Tensor) -> Tensor:
+        """The posterior mean: deterministic latent features (for t-SNE and probes)."""
+        return self.encode(x)[0]
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mean, log_var = self.encode(x)
+        z = mean + (0.5 * log_var).exp() * self._noise(mean.shape, mean, generator)
+        return torch.sigmoid(self.decode(z))
+
+    @torch.no_grad()
+    def generate(self, n: int, sweeps: int | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """n images (n, input_dim) in [0, 1] from z ~ N(0, I); `sweeps` is unused (no Markov chain)."""
+        if n < 1:
+            raise ValueError(f"number of images must be >= 1, got {n}")
+        z = self._noise((n, self.config.latent_dim), self.train_bias, generator)
+        return torch.sigmoid(self.decode(z))
+
+    @torch.no_grad()
+    def generate_from_seeds(self, seeds: Sequence[int], sweeps: int | None = None,
+                            chunk_size: int = 256) -> Tensor:
+        """One image per seed, each from its own PCG64 stream keyed by the full seed (as QVAE's).
+
+        `sweeps` is accepted for interface compatibility (validated, otherwise unused).
+        """
+        if len(seeds) < 1:
+            raise ValueError("seeds must hold at least one seed")
+        if sweeps is not None and int(sweeps) < 0:
+            raise ValueError(f"sweeps must be >= 0, got {sweeps}")
+        device, dtype = self.train_bias.device, self.train_bias.dtype
+        images = []
+        for start in range(0, len(seeds), chunk_size):
+            rows = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed)))).standard_normal(
+                self.config.latent_dim, dtype=np.float32) for seed in seeds[start:start + chunk_size]]
+            z = torch.from_numpy(np.stack(rows)).to(device=device, dtype=dtype)
+            images.append(torch.sigmoid(self.decode(z)))
+        return torch.cat(images)

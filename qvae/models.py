@@ -1,0 +1,24 @@
+"""The model a config asks for: `build_model(config)` picks the QVAE or the Gaussian baseline."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .config import Config
+from .gaussian import GaussianVAE
+from .model import QVAE
+
+Model = QVAE | GaussianVAE
+MODEL_CLASSES = (QVAE, GaussianVAE)
+
+
+def build_model(config: Config, data_mean: Tensor | None = None) -> Model:
+    """`prior=gaussian`: the N(0, I) VAE; otherwise the QVAE (RBM prior, or QBM for gamma > 0)."""
+    if config.prior == "gaussian":
+        return GaussianVAE(config, data_mean)
+    return QVAE(config, data_mean)
+
+
+def has_boltzmann_prior(model: Model) -> bool:
+    """True when the model's prior needs a negative-phase sampler and log Z."""
+    return getattr(model.config, "prior", "boltzmann") == "boltzmann"

@@ -1,0 +1,89 @@
+"""Latent probe: how linearly-ish separable the digits are in the encoder's features.
+
+As the kaiwu QVAE example does: an MLP classifier trained on `model.latent_features` of the
+training images (Adam, lr 1e-3, batch 64, 100 epochs), scored by its accuracy on the test
+images -> `latent_accuracy` (the example reports 97.05 % on its 256-d features). The encoder is
+frozen; only the probe learns. Deterministic given `seed` on one device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_BATCH_SIZE, DEFAULT_HIDDEN = 100, 1e-3, 64, 256
+CPU_EPOCHS = 10  # about a minute on 60 000 images with 2 cores
+FEATURE_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    accuracy: float  # fraction of test images classified correctly
+    train_accuracy: float
+    epochs: int
+    feature_dim: int
+
+
+@torch.no_grad()
+def latent_features(model: Any, x: Tensor) -> Tensor:
+    """`model.latent_features` of `x`, in batches on the model's device."""
+    device = model.train_bias.device
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model.latent_features(x[i:i + FEATURE_BATCH].to(device)) for i in range(0, len(x), FEATURE_BATCH)])
+    model.train(was_training)
+    return out
+
+
+def train_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor, *,
+                epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
+                hidden: int = DEFAULT_HIDDEN, seed: int = 0, progress: bool = False) -> ProbeResult:
+    """Fit an MLP (features -> hidden ReLU -> classes) on the training features; test accuracy."""
+    if epochs < 1 or batch_size < 1 or hidden < 1 or not lr > 0:
+        raise ValueError(f"epochs, batch_size and hidden must be >= 1 and lr > 0, got {epochs}, {batch_size}, "
+                         f"{hidden}, {lr}")
+    device = train_features.device
+    classes = int(max(train_labels.max(), test_labels.max()).item()) + 1
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # nn.Linear's initialisation draws from the global generator
+    probe = nn.Sequential(nn.Linear(train_features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, classes)).to(device)
+    torch.random.set_rng_state(torch_state)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    x, y = train_features.float(), train_labels.long().to(device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":  # batches of 64 x 256: extra threads only add contention (10x slower on 2 cores)
+        torch.set_num_threads(1)
+    try:
+        _fit(probe, optimizer, x, y, epochs, batch_size, gen, progress)
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        train_acc = (probe(x).argmax(1) == y).float().mean().item()
+        test_acc = (probe(test_features.float()).argmax(1) == test_labels.long().to(device)).float().mean().item()
+    return ProbeResult(accuracy=test_acc, train_accuracy=train_acc, epochs=epochs, feature_dim=x.shape[1])
+
+
+def _fit(probe: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, epochs: int, batch_size: int,
+         gen: torch.Generator, progress: bool) -> None:
+    for _ in tqdm(range(epochs), desc="latent probe", disable=not progress, leave=False):
+        order = torch.randperm(len(x), generator=gen).to(x.device)
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            loss = F.cross_entropy(probe(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
+def latent_probe(model: Any, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *,
+                 epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
+                 hidden: int = DEFAULT_HIDDEN, seed: int = 0, progress: bool = False) -> ProbeResult:
+    """The probe on `model`'s latent features of MNIST (train split in, test accuracy out)."""
+    return train_probe(latent_features(model, train_x), train_y, latent_features(model, test_x), test_y,
+                       epochs=epochs, lr=lr, batch_size=batch_size, hidden=hidden, seed=seed, progress=progress)
