@@ -1,4 +1,4 @@
-"""Command line: `qvae fetch | train | run | generate` (also `python -m qvae`).
+"""Command line: `qvae fetch | train | run | generate | evaluate` (also `python -m qvae`).
 
 Every Config field is a flag of `qvae train` (`--num-visible 64`), so the CLI, the JSON config,
 and later the MLflow params all speak the same names.
@@ -84,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=("png", "npy", "png-dir"), default=None,
                      help="default: from --output (.npy -> npy, .png -> png, otherwise png-dir)")
     gen.add_argument("--device", default="auto")
+
+    ev = sub.add_parser("evaluate", help="score a logged or registered model: FID/KID, test NLL, latent accuracy")
+    ev.add_argument("--model", required=True, help="MLflow model URI (as for generate) or a local model path")
+    ev.add_argument("--data-dir", default="data", help="MNIST (fetched if missing)")
+    ev.add_argument("--fid-samples", type=int, default=10_000, help="generated vs test images (0 skips FID/KID)")
+    ev.add_argument("--fid-batch-size", type=int, default=100)
+    ev.add_argument("--nll-samples", type=int, default=1000, help="importance samples per image (0 skips the NLL)")
+    ev.add_argument("--nll-images", type=int, default=0, help="test images for the NLL (0: all 10 000)")
+    ev.add_argument("--nll-ais-chains", type=int, default=1000)
+    ev.add_argument("--nll-ais-betas", type=int, default=1000)
+    ev.add_argument("--probe-epochs", type=int, default=100, help="latent-probe MLP epochs (0 skips it)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the NLL's samples and the probe")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--output", help="also write the scores as JSON to this file")
+    ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -102,15 +117,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_mnist_for
-    from .train import train
+    from .train import DivergenceError, train
 
     config = config_from_args(args)  # validated before anything is written or downloaded
+    _check_data_dir(config.data_dir)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = load_mnist_for(config)
     started = time.perf_counter()
-    result = train(config, data, checkpoint_dir=out / "checkpoints", resume_from=args.resume,
-                   progress=not args.no_progress)
+    try:
+        result = train(config, data, checkpoint_dir=out / "checkpoints", resume_from=args.resume,
+                       progress=not args.no_progress)
+    except DivergenceError as err:
+        print(f"qvae train: error: the run diverged: {err}", file=sys.stderr)
+        return 3
     from .plots import write_pictures
 
     pictures = write_pictures(result.model, data.test_x, result.history, out, seed=config.seed)
@@ -129,12 +149,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     options = JobOptions(**picked_flags(args, "job_"), progress=not args.no_progress)
     options.validate(config)  # before MLflow is even imported: bad input records nothing
+    _check_data_dir(config.data_dir)
 
     from .tracking import run_main_job
+    from .train import DivergenceError
 
-    result = run_main_job(config, options)
+    try:
+        result = run_main_job(config, options)
+    except DivergenceError as err:
+        print(f"qvae run: error: the run diverged and is marked FAILED: {err}", file=sys.stderr)
+        return 3
     print(f"MLflow run {result.run_id} finished")
     return 0
+
+
+def _check_data_dir(data_dir: str) -> None:
+    from .data import DataError, check_data_dir
+
+    try:
+        check_data_dir(data_dir)
+    except DataError as err:
+        raise ConfigError(str(err)) from None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -163,7 +198,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "run": cmd_run, "generate": cmd_generate}
+SCORE_FLAGS = ("fid_samples", "fid_batch_size", "nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas",
+               "probe_epochs")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Load any logged model and print (and optionally save) its FID/KID, test NLL and latent accuracy."""
+    JobOptions(**{name: getattr(args, name) for name in SCORE_FLAGS}).validate(Config())  # 10 000 test images
+
+    from .data import load_mnist
+    from .loading import ModelNotFoundError, load_generator
+    from .scores import ScoreSettings, final_scores
+
+    try:
+        model = load_generator(args.model, device=args.device).model
+    except (ModelNotFoundError, TypeError, ValueError) as err:
+        print(f"qvae evaluate: error: {err}", file=sys.stderr)
+        return 2
+    config = model.config
+    data = load_mnist(args.data_dir, binarize=config.binarize, seed=config.seed)  # as the model was trained
+    settings = ScoreSettings(**{name: getattr(args, name) for name in SCORE_FLAGS}, seed=args.seed)
+    started = time.perf_counter()
+    scores = final_scores(model, data, settings, progress=not args.no_progress)
+    report = {"model": args.model, "prior": config.prior, "gamma": config.gamma,
+              "device": str(model.train_bias.device), "settings": dataclasses.asdict(settings),
+              "metrics": scores["metrics"], "seconds": time.perf_counter() - started}
+    if "nll" in scores:
+        report["nll"] = scores["nll"].as_dict()
+    if "probe" in scores:
+        report["probe"] = dataclasses.asdict(scores["probe"])
+    print(format_scores(report))
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def format_scores(report: dict[str, Any]) -> str:
+    """A two-column table of a `cmd_evaluate` report."""
+    m = report["metrics"]
+    rows = [("model", report["model"]), ("prior", f"{report['prior']} (gamma {report['gamma']:g})"),
+            ("device", report["device"])]
+    if "fid" in m:
+        n = int(m["fid_samples"])
+        rows += [(f"FID ({n} images)", f"{m['fid']:.3f}"), ("FID, 64 features", f"{m['fid_64']:.3f}"),
+                 ("KID", f"{m['kid']:.5f} +- {m['kid_std']:.5f}")]
+    if "nll" in report:
+        nll = report["nll"]
+        rows += [(nll["name"] + " (nats)", f"{nll['nll']:.2f} +- {nll['stderr']:.2f}"), ("  protocol", nll["method"])]
+    if "probe" in report:
+        rows.append((f"latent_accuracy ({report['probe']['epochs']} epochs)", f"{100 * m['latent_accuracy']:.2f} %"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "run": cmd_run, "generate": cmd_generate,
+            "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

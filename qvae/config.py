@@ -114,10 +114,11 @@ class Config:
         _require_int(self, "test_size", low=0, high=10_000, note="0 means all")
         if not isinstance(self.data_dir, str) or not self.data_dir:
             raise ConfigError("data_dir must be a non-empty path")
-        if self.train_size and self.batch_size > self.train_size:
+        n_train = self.train_size or 60_000
+        if self.batch_size > n_train:
             raise ConfigError(
                 f"batch_size must be <= the number of training images: {self.batch_size} > "
-                f"train_size {self.train_size} (accepted: 1..{self.train_size})"
+                f"{'train_size ' if self.train_size else 'all '}{n_train} (accepted: 1..{n_train})"
             )
 
     # ------------------------------------------------------------------ conversions
@@ -181,9 +182,17 @@ class JobOptions:
     tsne_interval: int = 1  # a t-SNE frame every N epochs (0: none)
     tsne_points: int = 2000  # test images in each frame
     tsne_final_points: int = 10_000  # test images in the final high-quality t-SNE (0: none)
+    # test NLL and latent probe: off unless asked for (the MLproject's main entry point asks: 1000 and 100),
+    # so library callers such as tuning trials do not pay for them
+    nll_samples: int = 0  # importance samples K per image of the test NLL (0 skips it; DVAE# uses 4000)
+    nll_images: int = 0  # test images the NLL averages over (0: all of them)
+    nll_ais_chains: int = 1000  # AIS chains of the NLL's log Z (RBMs too large to enumerate)
+    nll_ais_betas: int = 1000  # AIS inverse temperatures of the NLL's log Z (DVAE#: 1000)
+    probe_epochs: int = 0  # epochs of the latent-probe MLP (0 skips latent_accuracy; the seed used 100)
     experiment_name: str = ""  # "" = the active/default experiment (mlflow run picks it)
     run_name: str = ""
     register_model: str = ""  # a registered model name, e.g. qvae-mnist ("" = do not register)
+    resume: str = ""  # an MLflow run id: continue that (killed) run from its last logged checkpoint
     output_dir: str = ""  # local copies of everything logged ("" = a temporary directory)
     progress: bool = True
     extra_tags: dict[str, str] = field(default_factory=dict)
@@ -201,3 +210,18 @@ class JobOptions:
             raise ConfigError(f"tsne_final_points must be 0 (none) or in 10..10000, got {self.tsne_final_points}")
         if self.fid_batch_size < 1:
             raise ConfigError(f"fid_batch_size must be >= 1, got {self.fid_batch_size}")
+        self.validate_scores(test_size)
+
+    def validate_scores(self, test_size: int) -> None:
+        """The test-NLL and latent-probe settings (shared by the main job, `qvae evaluate`, benchmarks)."""
+        checks = (("nll_samples", 0, 1_000_000, "0 skips the test NLL"),
+                  ("nll_ais_chains", 2, 1_000_000, ""), ("nll_ais_betas", 2, 1_000_000, ""),
+                  ("probe_epochs", 0, 10_000, "0 skips the latent probe"))
+        for name, low, high, note in checks:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer in {low}..{high}{'; ' + note if note else ''}, "
+                                  f"got {value!r}")
+        n = self.nll_images
+        if isinstance(n, bool) or not isinstance(n, int) or not (n == 0 or 2 <= n <= test_size):
+            raise ConfigError(f"nll_images must be 0 (all) or in 2..{test_size} (the test images available), got {n!r}")

@@ -43,6 +43,7 @@ __all__ = [
     "arrays_from_hub_pickle",
     "batches",
     "binarize_batch",
+    "check_data_dir",
     "ensure_mnist",
     "load_mnist",
     "load_mnist_for",
@@ -314,6 +315,20 @@ def load_mnist(
         source=source,
         binarize=binarize,
     )
+
+
+def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
+    """Raise ``DataError`` unless MNIST is already in ``data_dir`` or it can be fetched there
+    (the directory, or the nearest existing parent, is a writable directory)."""
+    raw_dir = Path(data_dir) / "MNIST" / "raw"
+    if all((raw_dir / name).is_file() for name in RAW_MD5):
+        return  # verified when loaded; a corrupted file is fetched again then
+    probe = Path(data_dir).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"data_dir must be a writable directory (MNIST is fetched into it when missing); "
+                        f"{data_dir!r} cannot be created or written ({probe} is not a writable directory)")
 
 
 def load_mnist_for(config: "Config", device: str | torch.device = "cpu") -> MnistData:

@@ -24,10 +24,11 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from .config import Config, JobOptions
+from .config import Config, ConfigError, JobOptions
 from .data import MnistData, load_mnist_for
 from .model import QVAE, image_seeds
-from .train import BEST_CHECKPOINT, EpochReport, log_z_method, resolve_device, train
+from .runs import check_resume, download_checkpoint, missing_metric_steps, prepare_store
+from .train import BEST_CHECKPOINT, DivergenceError, EpochReport, load_checkpoint, log_z_method, resolve_device, train
 
 log = logging.getLogger(__name__)
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -99,11 +100,12 @@ class MlflowEpochLogger:
         self.previous_embedding: np.ndarray | None = None
 
     def on_epoch_end(self, report: EpochReport) -> None:
-        mlflow.log_metrics(report.metrics, step=report.epoch)
+        # the checkpoint before the metrics: a resumed run re-logs metrics its checkpoint holds (see runs.py)
         if report.checkpoint is not None:
             mlflow.log_artifact(str(report.checkpoint), artifact_path="checkpoints")
             if report.is_best:
                 mlflow.log_artifact(str(report.checkpoint.with_name(BEST_CHECKPOINT)), artifact_path="checkpoints")
+        mlflow.log_metrics(report.metrics, step=report.epoch)
         model = report.model
         device = model.train_bias.device
         gen = torch.Generator(device=device).manual_seed(self.seed)
@@ -185,46 +187,83 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
     """
     options.validate(config)  # fail before anything is downloaded, trained or recorded
     launched_by_mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID")) and parent_run_id is None
-    if options.experiment_name and not launched_by_mlflow_run and parent_run_id is None:
-        mlflow.set_experiment(options.experiment_name)
+    own_experiment = options.experiment_name and not launched_by_mlflow_run and parent_run_id is None
+    prepare_store(options.experiment_name if own_experiment else "")  # fails fast on an unreachable server
+    if options.resume:
+        check_resume(options.resume, config)
     workdir = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp(prefix="qvae-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    resume_from, resumed = (_fetch_resume_checkpoint(options.resume, config, workdir) if options.resume
+                            else (None, None))
     if data is None:
         data = load_mnist_for(config)
-    with mlflow.start_run(run_name=options.run_name or None, parent_run_id=parent_run_id,
-                          nested=parent_run_id is not None) as run:
+    if resumed is not None and launched_by_mlflow_run:  # `mlflow run` made a fresh run: point it at the real one
+        mlflow.MlflowClient().set_tag(os.environ["MLFLOW_RUN_ID"], "qvae.resumed_run_id", options.resume)
+    with mlflow.start_run(run_id=options.resume or None, run_name=None if options.resume else options.run_name or None,
+                          parent_run_id=None if options.resume else parent_run_id,
+                          nested=parent_run_id is not None and not options.resume) as run:
         if on_run_start is not None:
             on_run_start(run.info.run_id)
-        if options.experiment_name and launched_by_mlflow_run:
-            experiment = mlflow.get_experiment(run.info.experiment_id)
-            if experiment.name != options.experiment_name:
-                log.warning("experiment_name=%r ignored: `mlflow run` already placed this run in %r; "
-                            "use `mlflow run . --experiment-name ...`", options.experiment_name, experiment.name)
-        if options.run_name:
-            mlflow.set_tag("mlflow.runName", options.run_name)
-        mlflow.set_tags({"qvae.entry_point": "main", **options.extra_tags})
-        params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
-                                  **data.source.as_params(), **library_versions(), **git_state(),
-                                  "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
-                                  "tsne_points": options.tsne_points, "log_z_method": log_z_method(config)}
-        log_new_params(params)
+        try:
+            return _run_in(run, config, options, data, workdir, callbacks, launched_by_mlflow_run, resume_from,
+                           resumed)
+        except DivergenceError as err:
+            mlflow.set_tags({"qvae.status": "diverged", "fail_reason": str(err)[:5000]})
+            raise
+
+
+def _fetch_resume_checkpoint(run_id: str, config: Config, workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """The run's last checkpoint, downloaded, readable and behind `config.epochs`."""
+    path = download_checkpoint(run_id, workdir / "resume")
+    try:
+        state = load_checkpoint(path)
+    except Exception as err:  # a truncated upload (killed mid-transfer) or a foreign file
+        raise ConfigError(f"resume: run {run_id}'s checkpoint cannot be read ({type(err).__name__}: {err})") from None
+    if state["epoch"] >= config.epochs:
+        raise ConfigError(f"resume: run {run_id} is at epoch {state['epoch']}; epochs must be > {state['epoch']} "
+                          f"to continue it, got {config.epochs}")
+    return path, state
+
+
+def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, workdir: Path,
+            callbacks: Sequence[Any], launched_by_mlflow_run: bool, resume_from: Path | None,
+            resumed: dict[str, Any] | None) -> JobResult:
+    """The body of `run_main_job` inside its (new or reopened) MLflow run."""
+    if options.experiment_name and launched_by_mlflow_run:
+        experiment = mlflow.get_experiment(run.info.experiment_id)
+        if experiment.name != options.experiment_name:
+            log.warning("experiment_name=%r ignored: `mlflow run` already placed this run in %r; "
+                        "use `mlflow run . --experiment-name ...`", options.experiment_name, experiment.name)
+    if options.run_name:
+        mlflow.set_tag("mlflow.runName", options.run_name)
+    mlflow.set_tags({"qvae.entry_point": "main", **options.extra_tags})
+    params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
+                              **data.source.as_params(), **library_versions(), **git_state(),
+                              "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
+                              "tsne_points": options.tsne_points, "log_z_method": log_z_method(config)}
+    log_new_params(params)
+    if resumed is None:
         log_dataset(data)
-        epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
-        result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
-                       progress=options.progress)
-        metrics = dict(result.history[-1]) if result.history else {}
-        if result.best_epoch is not None:
-            mlflow.set_tag("best_epoch", str(result.best_epoch))
-        model_uri = None
-        if not result.stopped_early:
-            metrics.update(log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir))
-            model_uri = log_generator(result.model, workdir, options.register_model).model_uri
-        return JobResult(run.info.run_id, metrics, result.stopped_early, model_uri)
+    else:  # killed between a checkpoint and its metrics: log them now, so no step is missing or doubled
+        for epoch, epoch_metrics in missing_metric_steps(run.info.run_id, resumed["history"]):
+            mlflow.log_metrics(epoch_metrics, step=epoch)
+        mlflow.set_tag("qvae.resumed", f"from epoch {resumed['epoch']} to {config.epochs}")
+    epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
+    result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
+                   progress=options.progress, resume_from=resume_from)
+    metrics = dict(result.history[-1]) if result.history else {}
+    if result.best_epoch is not None:
+        mlflow.set_tag("best_epoch", str(result.best_epoch))
+    model_uri = None
+    if not result.stopped_early:
+        metrics.update(log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir))
+        model_uri = log_generator(result.model, workdir, options.register_model).model_uri
+    return JobResult(run.info.run_id, metrics, result.stopped_early, model_uri)
 
 
 def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, float]],
                       epoch_logger: MlflowEpochLogger, options: JobOptions, workdir: Path) -> dict[str, float]:
-    """Pictures, the t-SNE GIF and final t-SNE, FID/KID and fid_results.txt."""
+    """Pictures, the t-SNE GIF and final t-SNE, FID/KID and fid_results.txt, test NLL and latent accuracy."""
     from .plots import assemble_gif, save_tsne, write_pictures
 
     config = model.config
@@ -249,8 +288,37 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
             f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
             f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
         mlflow.log_artifact(str(results))
-        return scores
-    return {}
+    else:
+        scores = {}
+    scores.update(log_nll_and_probe(model, data, options, workdir))
+    return scores
+
+
+def log_nll_and_probe(model: QVAE, data: MnistData, options: JobOptions, workdir: Path) -> dict[str, float]:
+    """`test_nll` (`test_nll_bound` for gamma > 0) with its stderr, `latent_accuracy`, and scores.json."""
+    from dataclasses import asdict
+
+    from .scores import ScoreSettings, nll_score, probe_score
+
+    settings = ScoreSettings.from_options(options, seed=model.config.seed)
+    log_new_params({name: getattr(options, name) for name in
+                    ("nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas", "probe_epochs")})
+    metrics: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    if options.nll_samples:
+        nll = nll_score(model, data.test_x, settings, options.progress)
+        metrics.update(nll.metrics())
+        details["nll"] = nll.as_dict()
+    if options.probe_epochs:
+        probe = probe_score(model, data, settings, options.progress)
+        metrics["latent_accuracy"] = probe.accuracy
+        details["probe"] = asdict(probe)
+    if metrics:
+        mlflow.log_metrics(metrics)
+        path = workdir / "scores.json"
+        path.write_text(json.dumps({"metrics": metrics, **details}, indent=2))
+        mlflow.log_artifact(str(path))
+    return metrics
 
 
 def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str, float]:

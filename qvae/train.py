@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .config import Config
 from .data import MnistData, batches, binarize_batch, num_batches, train_mean
 from .model import QVAE
+from .models import build_model
 from .prior import RBM
 from .qbm import MAX_EXACT_QUBITS, estimate_qbm_log_z, exact_qbm_log_partition
 from .samplers import Sampler, make_sampler
@@ -28,6 +29,8 @@ from .samplers import Sampler, make_sampler
 CHECKPOINT_VERSION = 1
 EXACT_LOG_Z_MAX_STATES = 2**16  # enumerate the smaller layer up to this many states, else AIS
 LAST_CHECKPOINT = "last.pt"
+DIVERGED_LOSS = 1e8  # nats per image; MNIST losses are ~1e2 (a random decoder ~5e2): beyond it, or NaN/inf, the run diverged
+DIVERGENCE_CHECK_STEPS = 20  # on accelerators: read the on-device health flag every N steps
 BEST_CHECKPOINT = "best.pt"
 
 
@@ -55,7 +58,7 @@ class Callback(Protocol):
 @dataclass
 class TrainResult:
     model: QVAE
-    sampler: Sampler
+    sampler: Sampler | None  # None for prior=gaussian (no negative phase)
     history: list[dict[str, float]] = field(default_factory=list)
     device: str = "cpu"
     stopped_early: bool = False
@@ -104,12 +107,12 @@ def estimate_log_z(prior: RBM, config: Config, generator: torch.Generator) -> tu
 
 
 @torch.no_grad()
-def evaluate(model: QVAE, sampler: Sampler, x: torch.Tensor, batch_size: int,
+def evaluate(model: QVAE, sampler: Sampler | None, x: torch.Tensor, batch_size: int,
              generator: torch.Generator, binarize_dynamic: bool = False) -> dict[str, float]:
     """Batch-weighted averages of the model's terms over `x` (no parameter updates)."""
     model.eval()
     sums: dict[str, torch.Tensor] = {}
-    negative = sampler.sample(model.prior, model.config.sampler_chains)
+    negative = sampler.sample(model.prior, model.config.sampler_chains) if sampler is not None else None
     for xb, _ in batches(x, x[:, 0], batch_size, shuffle=False, generator=None):
         if binarize_dynamic:
             xb = binarize_batch(xb, generator)
@@ -146,8 +149,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     """Train a QVAE on `data`; returns the model, sampler and per-epoch metric history."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = QVAE(config, data_mean=train_mean(data.train_x)).to(device)
-    sampler = make_sampler(config)
+    model = build_model(config, data_mean=train_mean(data.train_x)).to(device)
+    sampler = make_sampler(config) if config.prior == "boltzmann" else None  # gaussian: no negative phase
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
@@ -165,7 +168,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         _check_resumable(state, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
+        if sampler is not None:
+            sampler.load_state_dict(state["sampler"])
         for rng, key in ((shuffle_rng, "shuffle_rng"), (noise_rng, "noise_rng"), (eval_rng, "eval_rng")):
             rng.set_state(state[key])
         history, best_elbo, best_epoch = state["history"], state["best_elbo"], state["best_epoch"]
@@ -175,6 +179,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     if ckpt_dir is not None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     steps = num_batches(len(train_x), config.batch_size)
+    check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_STEPS  # on a GPU, sync only now and then
     result = TrainResult(model, sampler, history, str(device), best_epoch=best_epoch)
 
     for epoch in range(start_epoch, config.epochs + 1):
@@ -183,7 +188,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         sums: dict[str, torch.Tensor] = {}
         bar = tqdm(batches(train_x, train_y, config.batch_size, shuffle=True, generator=shuffle_rng),
                    total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
-        for xb, _ in bar:
+        healthy = torch.ones((), dtype=torch.bool, device=device)  # all losses so far finite and bounded
+        for step, (xb, _) in enumerate(bar, start=1):
             if dynamic:
                 xb = binarize_batch(xb, noise_rng)
             terms = model.training_step(xb, sampler, noise_rng)
@@ -192,13 +198,16 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
             optimizer.step()
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach() * len(xb)
+            healthy &= terms["loss"].detach().abs() < DIVERGED_LOSS  # NaN compares False
+            if step % check_every == 0 or step == steps:
+                _check_healthy(healthy, epoch, step, terms, config)
         train_terms = {name: (total / len(train_x)).item() for name, total in sums.items()}
         if not all(math.isfinite(v) for v in train_terms.values()):
             raise DivergenceError(f"epoch {epoch}: non-finite training terms {train_terms}")
 
         val_terms = evaluate(model, sampler, test_x, config.batch_size, eval_rng, dynamic)
         metrics: dict[str, float] = {}
-        if config.log_z_betas:
+        if config.log_z_betas and config.prior == "boltzmann":  # a Gaussian KL is already exact
             log_z, log_z_err = estimate_log_z(model.prior, config, eval_rng)
             train_terms = complete_with_log_z(train_terms, log_z, config.gamma)
             val_terms = complete_with_log_z(val_terms, log_z, config.gamma)
@@ -218,8 +227,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
             state = {
                 "version": CHECKPOINT_VERSION, "epoch": epoch, "config": config.to_dict(),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "sampler": sampler.state_dict(), "shuffle_rng": shuffle_rng.get_state(),
-                "noise_rng": noise_rng.get_state(), "eval_rng": eval_rng.get_state(),
+                "sampler": sampler.state_dict() if sampler is not None else None,
+                "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(), "eval_rng": eval_rng.get_state(),
                 "history": history, "best_elbo": best_elbo, "best_epoch": best_epoch,
             }
             checkpoint = ckpt_dir / LAST_CHECKPOINT
@@ -234,6 +243,16 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
             result.stopped_early = True
             break
     return result
+
+
+def _check_healthy(healthy: torch.Tensor, epoch: int, step: int, terms: dict[str, torch.Tensor],
+                   config: Config) -> None:
+    """Raise DivergenceError (before any checkpoint of this epoch) once a loss was NaN, inf or huge."""
+    if not bool(healthy):
+        last = {k: float(v.detach()) for k, v in terms.items()}
+        raise DivergenceError(f"epoch {epoch}, step <= {step}: the training loss is NaN, infinite or beyond "
+                              f"{DIVERGED_LOSS:g} (last step's terms {last}); lower lr (now {config.lr:g}) "
+                              f"or check the input")
 
 
 def _summary_line(epoch: int, epochs: int, m: dict[str, float]) -> str:

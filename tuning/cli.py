@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(parser, StudySettings, "study", "study_", skip=("extra",))
     add_dataclass_flags(parser, SearchSpace, "search space", "space_")
     add_dataclass_flags(parser, JobOptions, "each trial's job", "job_",
-                         skip=("progress", "extra_tags", "register_model", "experiment_name", "output_dir"),
+                         skip=("progress", "extra_tags", "register_model", "experiment_name", "output_dir", "resume"),
                          defaults=TRIAL_DEFAULTS)
     _add_config_flags(parser)
     return parser

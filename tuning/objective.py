@@ -9,6 +9,8 @@ and the study goes on.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from dataclasses import replace
 
 import mlflow
@@ -16,7 +18,7 @@ import optuna
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data import MnistData
-from qvae.train import DivergenceError, EpochReport, StopTraining
+from qvae.train import DivergenceError, EpochReport, StopTraining, elbo_key
 from qvae.tracking import run_main_job
 
 from .space import SearchSpace
@@ -24,11 +26,13 @@ from .space import SearchSpace
 OBJECTIVES = ("fid", "val_neg_elbo")
 RUN_ID_ATTR = "mlflow_run_id"
 MODEL_URI_ATTR = "model_uri"
+WORKER_ATTR = "worker"  # host:pid of the process running the trial (to fail it if that process dies)
 
 
 def negative_elbo(metrics: dict[str, float]) -> float:
-    """-ELBO on the validation set (nats); the unnormalised one if log Z was not estimated."""
-    return -metrics.get("val_elbo", metrics["val_elbo_unnormalized"])
+    """-ELBO on the validation set (nats): the exact one (RBM), the Q-ELBO bound (QBM), or the
+    unnormalised one if log Z was not estimated (see qvae.train.elbo_key)."""
+    return -metrics[elbo_key(metrics, "val_")]
 
 
 def check_objective(objective: str, options: JobOptions) -> None:
@@ -67,6 +71,7 @@ class Objective:
         self.parent_run_id, self.objective, self.data, self.study_name = parent_run_id, objective, data, study_name
 
     def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         try:
             config = self.base.replace(**self.space.suggest(trial))
         except ConfigError as err:

@@ -3,35 +3,48 @@
 One parent MLflow run per invocation holds the study's settings, plots and trial table; each
 trial is a child run created with the parent's id, so workers in other processes (or on other
 hosts) attach their trials to it. The study itself lives in an Optuna storage (a journal file by
-default: safe for several processes on one machine) and resumes with `load_if_exists`.
+default: safe for several processes on one machine; PostgreSQL for several hosts) and resumes with
+`load_if_exists`.
+
+Faults: on an RDB storage every running trial sends a heartbeat; a trial whose worker died (its
+heartbeat older than `grace_period`) is failed by the next worker that starts a trial, its MLflow
+run is marked FAILED, and a copy of it is queued to run again. The coordinator does the same at
+once for the trials of its own workers that exited mid-trial, then runs whatever is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
-from optuna.storages import JournalStorage
+from optuna.storages import JournalStorage, RDBStorage, fail_stale_trials
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data import load_mnist_for
+from qvae.runs import file_lock, prepare_store
 from qvae.tracking import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.train import DivergenceError
 
-from .objective import OBJECTIVES, Objective, check_objective
+from .objective import OBJECTIVES, RUN_ID_ATTR, WORKER_ATTR, Objective, check_objective
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -39,6 +52,11 @@ DEFAULT_JOURNAL = "optuna-journal.log"
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+STORAGE_ENV = "QVAE_OPTUNA_STORAGE"  # the storage URL when `storage` is empty (keeps passwords off the command line)
+try:  # Optuna >= 4.9 renamed the callback; the old name still works until 6.0
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as _RetryStale
+except ImportError:  # pragma: no cover - older Optuna
+    from optuna.storages import RetryFailedTrialCallback as _RetryStale
 
 
 @dataclass
@@ -53,6 +71,9 @@ class StudySettings:
     objective: str = "fid"
     register_model: str = DEFAULT_REGISTERED_MODEL  # "" = do not register the best trial
     alias: str = "champion"
+    heartbeat_interval: int = 60  # seconds between a running trial's heartbeats (RDB storages; 0: off)
+    grace_period: int = 0  # seconds without a heartbeat before a trial counts as dead (0: 2 x interval)
+    max_retry: int = 3  # how often a dead worker's trial is queued again
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -67,10 +88,23 @@ class StudySettings:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.timeout < 0:
             raise ConfigError(f"timeout must be >= 0 seconds (0: none), got {self.timeout}")
+        for name in ("heartbeat_interval", "grace_period", "max_retry"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)}")
+        if self.grace_period and self.heartbeat_interval and self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"grace_period must be > heartbeat_interval ({self.heartbeat_interval} s) or 0 "
+                              f"(2 x heartbeat_interval), got {self.grace_period}")
+        if has_password(self.storage) and os.environ.get("MLFLOW_RUN_ID"):
+            raise ConfigError(
+                f"storage must not carry a password under `mlflow run` (it logs -P storage verbatim as a run "
+                f"param, here {redact(self.storage)}): set {STORAGE_ENV}=postgresql://user:password@host/db "
+                f"(or PGPASSWORD / ~/.pgpass) and pass -P storage= empty or without the password. The run "
+                f"{os.environ['MLFLOW_RUN_ID']} now holds it: delete the run (`mlflow gc`) and change the password")
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"journal:{Path(DEFAULT_JOURNAL).resolve()}"
+        """`storage`, else $QVAE_OPTUNA_STORAGE, else the journal file in the working directory."""
+        return self.storage or os.environ.get(STORAGE_ENV) or f"journal:{Path(DEFAULT_JOURNAL).resolve()}"
 
 
 def redact(url: str) -> str:
@@ -78,13 +112,101 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage | str:
-    """`journal:PATH` (or a bare *.log path) becomes a file journal; anything else goes to Optuna."""
+def has_password(url: str) -> bool:
+    return redact(url) != url
+
+
+def make_storage(url: str, settings: StudySettings | None = None) -> optuna.storages.BaseStorage | str:
+    """`journal:PATH` (or a bare *.log path) becomes a file journal; an SQLAlchemy URL an RDB
+    storage with heartbeats (a dead worker's trial is failed and queued again); anything else
+    goes to Optuna as it is."""
     if url.startswith("journal:") or url.endswith(".log"):
         path = Path(url.removeprefix("journal:")).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    if re.match(r"^[a-z0-9+]+://", url) and not url.startswith(("grpc://", "redis://")):
+        settings = settings or StudySettings()
+        heartbeat = {}
+        if settings.heartbeat_interval:
+            heartbeat = dict(heartbeat_interval=settings.heartbeat_interval,
+                             grace_period=settings.grace_period or None,
+                             heartbeat_stale_trial_callback=DeadWorkerCallback(settings.max_retry))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), **heartbeat)
     return url
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}  # several processes on one file: wait for the lock
+    return {"pool_pre_ping": True}  # a server restart or a dropped connection is not a failed trial
+
+
+class DeadWorkerCallback:
+    """A trial whose worker died: its MLflow run becomes FAILED, and a copy of the trial (same
+    params, none of the dead run's attributes) is queued, at most `max_retry` times per trial."""
+
+    def __init__(self, max_retry: int | None = 3) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = _RetryStale(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        reason = dead_worker_reason(trial)
+        log.warning("trial %d failed: %s; queued again", trial.number, reason)
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            client = mlflow.MlflowClient()
+            client.set_tag(run_id, "optuna.trial_state", "FAIL")
+            client.set_tag(run_id, "fail_reason", reason)
+            client.set_terminated(run_id, status="FAILED")
+        fresh = copy.deepcopy(trial)
+        fresh.user_attrs = {"retry_of": trial.number, "retry_reason": reason}  # the failed trial is frozen
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry(study, fresh)
+
+
+def dead_worker_reason(trial: FrozenTrial) -> str:
+    return f"worker {trial.user_attrs.get(WORKER_ATTR, '(unknown)')} died during the trial"
+
+
+def retried(study: optuna.Study) -> set[int]:
+    """Numbers of the failed trials that were queued again (their copy stands in for them)."""
+    return {n for t in study.trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Finished trials that count towards n_trials: a failed trial that was retried does not."""
+    again = retried(study)
+    return [t for t in study.trials if t.state in FINISHED_STATES
+            and not (t.state == TrialState.FAIL and t.number in again)]
+
+
+def fail_orphaned_trials(study: optuna.Study, pids: list[int], host: str | None = None,
+                         max_retry: int | None = 3) -> list[int]:
+    """Fail (and retry) the running trials held by worker processes `pids` of `host`, now dead."""
+    host = host or socket.gethostname()
+    owners = {f"{host}:{pid}" for pid in pids}
+    storage = study._storage
+    heartbeat = is_heartbeat_enabled(storage)
+    callback = (heartbeat and storage.get_heartbeat_stale_trial_callback()) or DeadWorkerCallback(max_retry)
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) not in owners:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason", dead_worker_reason(trial))
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker's heartbeat check got there first
+        callback(study, storage.get_trial(trial._trial_id))
+        failed.append(trial.number)
+    if heartbeat:
+        fail_stale_trials(study)  # a worker that died before naming itself, or on another host
+    return failed
 
 
 def make_sampler(settings: StudySettings, seed: int = 0, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -103,14 +225,45 @@ def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
 
 
 def open_study(settings: StudySettings, seed: int = 0, worker: int = 0) -> optuna.Study:
-    return optuna.create_study(storage=make_storage(settings.storage_url), study_name=settings.study_name,
-                               sampler=make_sampler(settings, seed, worker), pruner=make_pruner(settings),
-                               direction="minimize", load_if_exists=True)
+    """Create the study or load it: safe when many processes (or hosts) start at once."""
+    url = settings.storage_url
+    db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    for attempt in range(6):
+        try:
+            with file_lock(db.with_name(db.name + ".lock")) if db else contextlib.nullcontext():
+                return optuna.create_study(storage=make_storage(url, settings), study_name=settings.study_name,
+                                           sampler=make_sampler(settings, seed, worker),
+                                           pruner=make_pruner(settings), direction="minimize", load_if_exists=True)
+        except Exception as err:  # another process created the tables or the study between check and insert
+            if attempt == 5 or not _is_creation_race(err):
+                raise
+            log.info("creating study %s raced with another process (%s): retrying", settings.study_name, err)
+        time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _is_creation_race(err: Exception) -> bool:
+    if isinstance(err, optuna.exceptions.DuplicatedStudyError):
+        return True
+    text = f"{type(err).__name__}: {err}".lower()
+    return any(s in text for s in ("integrityerror", "already exists", "unique constraint", "duplicate key",
+                                   "database is locked", "uniqueviolation"))
 
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
     """How many trials a (possibly resumed) study still needs to hold n_trials finished ones."""
-    return max(0, n_trials - sum(t.state in FINISHED_STATES for t in study.trials))
+    return max(0, n_trials - len(counted_trials(study)))
+
+
+class StopWhenDone:
+    """Stops a worker once the study holds n_trials counted trials (several hosts share one study)."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if remaining_trials(study, self.n_trials) == 0:
+            study.stop()
 
 
 def split_trials(total: int, workers: int) -> list[int]:
@@ -143,8 +296,9 @@ def run_worker(spec: WorkerSpec) -> None:
     if spec.n_trials < 1:
         return
     settings, objective = spec.objective()
-    open_study(settings, spec.config["seed"], spec.worker).optimize(objective, n_trials=spec.n_trials, timeout=settings.timeout or None,
-                                               catch=(DivergenceError, ConfigError))
+    study = open_study(settings, spec.config["seed"], spec.worker)
+    study.optimize(objective, n_trials=spec.n_trials, timeout=settings.timeout or None,
+                   catch=(DivergenceError, ConfigError), callbacks=[StopWhenDone(settings.n_trials)])
 
 
 def run_study(settings: StudySettings, config: Config, space: SearchSpace, options: JobOptions) -> optuna.Study:
@@ -156,6 +310,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
     space.validate()
     options.validate(config)
     check_objective(settings.objective, options)
+    prepare_store()  # the tracking store exists (or its server answers) before any worker starts
     study = open_study(settings, config.seed)  # create the study once, before any worker starts
     with mlflow.start_run(run_name=options.run_name or f"study-{settings.study_name}") as parent:
         mlflow.set_tags({"qvae.entry_point": "tune", "optuna.study_name": settings.study_name})
@@ -175,7 +330,12 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
             if settings.workers == 1:
                 run_worker(dataclasses.replace(spec, n_trials=shares[0]))
             else:
-                run_worker_processes(spec, shares)
+                dead = run_worker_processes(spec, shares)
+                if dead:  # their running trials were failed and queued again: run what is missing
+                    fail_orphaned_trials(open_study(settings), dead, max_retry=settings.max_retry)
+                    missing = remaining_trials(open_study(settings), settings.n_trials)
+                    log.warning("worker process(es) %s died; running the %d missing trial(s) here", dead, missing)
+                    run_worker(dataclasses.replace(spec, n_trials=missing))
         except KeyboardInterrupt:
             log.warning("interrupted: registering the best finished trial so far")
             mlflow.set_tag("optuna.interrupted", "true")
@@ -187,8 +347,9 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
     return study
 
 
-def run_worker_processes(spec: WorkerSpec, shares: list[int]) -> None:
-    """One process per share of trials, all on the same study; waits for every one."""
+def run_worker_processes(spec: WorkerSpec, shares: list[int]) -> list[int]:
+    """One process per share of trials, all on the same study; waits for every one and returns
+    the pids of those that did not exit cleanly (killed, crashed)."""
     with tempfile.TemporaryDirectory(prefix="qvae-tune-") as tmp:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
         processes = []
@@ -209,3 +370,4 @@ def run_worker_processes(spec: WorkerSpec, shares: list[int]) -> None:
     failed = [i for i, code in enumerate(codes) if code != 0]
     if failed:
         log.warning("worker(s) %s exited with codes %s", failed, [codes[i] for i in failed])
+    return [processes[i].pid for i in failed]

@@ -1,0 +1,180 @@
+"""The MLflow side of robustness (part of the tracking layer, with tracking.py).
+
+- First use: many processes starting at once on a fresh SQLite store create it once (under a
+  file lock) and share it; an experiment created concurrently is looked up, not failed on.
+- An unreachable tracking server fails fast, before any data is loaded or anything trained.
+- Credentials in an http(s) tracking URI move to MLflow's username/password variables, so the
+  password never shows in MLflow's messages, logs or the environment of child processes' URIs.
+- Resume: a run killed mid-training continues from its last logged checkpoint, in the same run.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from .config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+PROBE_TIMEOUT_S = 10.0
+CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+
+
+def redact(url: str) -> str:
+    """A URL with any password replaced, safe to print or log."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# ---------------------------------------------------------------- first use
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created if missing) for the block's duration."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, MLflow's own behaviour
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return None
+
+
+def prepare_store(experiment_name: str = "") -> str | None:
+    """Make the tracking store usable (created once, even with many processes starting together)
+    and, given a name, the experiment set; returns the experiment id (None: the default)."""
+    uri = hide_tracking_credentials()
+    check_tracking_server(uri)
+    db = _sqlite_path(uri)
+    lock = file_lock(db.with_name(db.name + ".lock")) if db else contextlib.nullcontext()
+    with lock:  # migrations of a fresh SQLite file must run in one process only
+        MlflowClient().search_experiments(max_results=1)
+        return set_experiment(experiment_name) if experiment_name else None
+
+
+def hide_tracking_credentials() -> str:
+    """Move `user:password@` out of an http(s) tracking URI into MLFLOW_TRACKING_USERNAME/PASSWORD
+    (which MLflow sends as basic auth), so no message, log or child process sees the password;
+    returns the tracking URI now in use."""
+    uri = mlflow.get_tracking_uri()
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.username is None:
+        return uri
+    os.environ["MLFLOW_TRACKING_USERNAME"] = urllib.parse.unquote(parts.username)
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = urllib.parse.unquote(parts.password or "")
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    os.environ["MLFLOW_TRACKING_URI"] = clean
+    mlflow.set_tracking_uri(clean)
+    return clean
+
+
+def set_experiment(name: str, attempts: int = 5) -> str:
+    """`mlflow.set_experiment`, tolerating another process creating the same experiment."""
+    for attempt in range(attempts):
+        try:
+            return mlflow.set_experiment(name).experiment_id
+        except MlflowException as err:
+            text = str(err).lower()
+            if attempt == attempts - 1 or not any(
+                    s in text for s in ("already exists", "integrity", "unique", "duplicate", "locked")):
+                raise
+        time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def check_tracking_server(uri: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI, one quick request to its /health; ConfigError when it fails."""
+    uri = uri or mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    parts = urllib.parse.urlsplit(uri)
+    user = urllib.parse.unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = (urllib.parse.unquote(parts.password or "") if parts.username
+                else os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    headers = {}
+    if user:  # basic auth as MLflow sends it (urllib does not take credentials from the URL)
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts).rstrip("/") + "/health", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code < 500:  # the server answers (e.g. 401/404 behind a proxy): reachable
+            return
+        reason = f"HTTP {err.code}"
+    except (OSError, ValueError) as err:
+        reason = str(getattr(err, "reason", err))
+    raise ConfigError(f"tracking_uri {redact(uri)} (MLFLOW_TRACKING_URI) is unreachable: {reason}; "
+                      f"accepted: a running MLflow server, a sqlite:/// or file store")
+
+
+# ---------------------------------------------------------------- resume
+def _as_field_type(value: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        return value.lower() == "true"
+    if isinstance(current, (int, float)):
+        try:
+            return type(current)(float(value)) if isinstance(current, float) else int(float(value))
+        except ValueError:
+            return value
+    return value
+
+
+def check_resume(run_id: str, config: Config) -> str:
+    """The run to continue must exist, hold a checkpoint, and have been logged with this config
+    (all but `epochs`); returns the artifact path of its last checkpoint."""
+    client = MlflowClient()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise ConfigError(f"resume must be the id of an existing MLflow run in {redact(mlflow.get_tracking_uri())}; "
+                          f"no run {run_id!r} ({err.error_code})") from None
+    names = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    if CHECKPOINT_ARTIFACT not in names:
+        raise ConfigError(f"resume: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact (it stopped before its "
+                          f"first epoch ended); accepted: a run with at least one logged checkpoint")
+    logged, mine = run.data.params, config.to_dict()
+    differ = sorted(f.name for f in fields(Config) if f.name != "epochs" and f.name in logged
+                    and _as_field_type(logged[f.name], mine[f.name]) != mine[f.name])
+    if differ:
+        detail = ", ".join(f"{k}: logged {logged[k]}, given {mine[k]}" for k in differ)
+        raise ConfigError(f"resume: the config must equal run {run_id}'s logged params except epochs; {detail}")
+    return CHECKPOINT_ARTIFACT
+
+
+def download_checkpoint(run_id: str, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT,
+                                                    dst_path=str(directory)))
+
+
+def missing_metric_steps(run_id: str, history: list[dict[str, float]]) -> list[tuple[int, dict[str, float]]]:
+    """Epochs of a checkpoint's history whose metrics the run lacks (killed between logging the
+    checkpoint and its metrics): re-logging them leaves no gap and no duplicate step."""
+    logged = {m.step for m in MlflowClient().get_metric_history(run_id, "loss")}
+    return [(epoch, metrics) for epoch, metrics in enumerate(history, start=1) if epoch not in logged]

@@ -1,0 +1,140 @@
+"""Multi-host mode for real: Optuna on PostgreSQL, MLflow through `mlflow server` on PostgreSQL with
+served artifacts, three worker processes, one of them killed with SIGKILL in the middle of a trial.
+
+Needs QVAE_TEST_POSTGRES_URL (`.ci/run` starts a throwaway cluster); skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from tests.servers import fresh_database, mlflow_server, postgres_admin_url
+from tuning.objective import RUN_ID_ATTR, WORKER_ATTR
+from tuning.study import counted_trials
+
+pytestmark = pytest.mark.postgres
+
+N_TRIALS = 4
+TRIAL_FLAGS = ["--epochs", "2", "--batch-size", "64", "--hidden-dim", "32", "--latent-dim", "16",
+               "--train-size", "512", "--test-size", "256", "--sampler-chains", "32", "--log-z-betas", "20",
+               "--log-z-chains", "16", "--generate-sweeps", "10", "--device", "cpu", "--fid-samples", "0",
+               "--visible-min", "4", "--visible-step", "4", "--dist-beta-min", "5", "--dist-beta-max", "15",
+               "--kl-beta-min", "1e-4", "--kl-beta-max", "1e-2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Fresh Optuna and MLflow databases and an `mlflow server` on the latter (served artifacts)."""
+    admin = postgres_admin_url()
+    tmp = tmp_path_factory.mktemp("multihost")
+    with fresh_database(admin, "optuna") as optuna_db, fresh_database(admin, "mlflow") as mlflow_db:
+        with mlflow_server(mlflow_db, tmp / "served-artifacts", tmp / "server.log") as url:
+            yield dict(admin=admin, optuna_db=optuna_db, tracking=url, tmp=tmp)
+
+
+def children_of(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(p) for p in path.read_text().split()} if path.exists() else set()
+
+
+def kill_a_worker_mid_trial(coordinator: subprocess.Popen, storage, deadline: float) -> int:
+    """SIGKILL the worker process of a running trial that has reported its first epoch."""
+    host = socket.gethostname()
+    while time.time() < deadline and coordinator.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="multihost", storage=storage).get_trials(
+                deepcopy=False, states=(TrialState.RUNNING,))
+        except KeyError:  # the coordinator has not created the study yet
+            trials = []
+        for trial in trials:
+            owner = trial.user_attrs.get(WORKER_ATTR, "")
+            if trial.intermediate_values and owner.startswith(f"{host}:"):
+                pid = int(owner.rsplit(":", 1)[1])
+                if pid in children_of(coordinator.pid):  # only a process this test started
+                    os.kill(pid, signal.SIGKILL)
+                    return trial.number
+        time.sleep(0.3)
+    raise AssertionError("no running trial to interrupt: " + (coordinator.stdout.read() if coordinator.poll() else ""))
+
+
+def test_three_workers_survive_a_killed_one(cluster):
+    tmp, admin = cluster["tmp"], cluster["admin"]
+    password = admin.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    tracking = cluster["tracking"].replace("http://", f"http://qvae:{password}@")  # credentials must not leak either
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "QVAE_OPTUNA_STORAGE": cluster["optuna_db"],
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_RUN_ID", None)
+    started = time.time()
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "tuning", "--study-name", "multihost", "--n-trials", str(N_TRIALS), "--workers", "3",
+         "--heartbeat-interval", "1", "--grace-period", "4", "--objective", "val_neg_elbo",
+         "--register-model", "qvae-multihost", *TRIAL_FLAGS],
+        env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    storage = optuna.storages.RDBStorage(cluster["optuna_db"])
+    killed = kill_a_worker_mid_trial(coordinator, storage, started + 180)
+    output, _ = coordinator.communicate(timeout=400)
+    print(f"coordinator took {time.time() - started:.0f} s")
+    assert coordinator.returncode == 0, output[-5000:]
+
+    study = optuna.load_study(study_name="multihost", storage=storage)
+    trials = study.trials
+    # every trial is accounted for: finished, or failed with its copy queued and run
+    assert not [t.number for t in trials if not t.state.is_finished()]
+    assert trials[killed].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert "died during the trial" in retries[0].user_attrs["retry_reason"]
+    assert retries[0].params == trials[killed].params
+    counted = counted_trials(study)
+    assert len(counted) == N_TRIALS, [(t.number, t.state.name) for t in trials]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in counted)
+
+    # one MLflow child run per trial (the killed one FAILED), no duplicates, all under one parent
+    client = MlflowClient(tracking_uri=cluster["tracking"])
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = {r.info.run_id: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert len(parents) == 1 and len(children) == len(trials)
+    assert sorted(t.user_attrs[RUN_ID_ATTR] for t in trials) == sorted(children)
+    for t in trials:
+        run = children[t.user_attrs[RUN_ID_ATTR]]
+        assert run.data.tags["optuna.trial_number"] == str(t.number)
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        expected = "FAILED" if t.number == killed else "FINISHED"
+        assert run.info.status == expected, (t.number, run.info.status)
+    assert "died" in children[trials[killed].user_attrs[RUN_ID_ATTR]].data.tags["fail_reason"]
+
+    # the champion is the best trial's model, and its artifacts went through the server
+    champion = client.get_model_version_by_alias("qvae-multihost", "champion")
+    assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
+    names = {a.path for a in client.list_artifacts(champion.tags["run_id"], "checkpoints")}
+    assert "checkpoints/last.pt" in names
+    assert list((tmp / "served-artifacts").rglob("last.pt")), "artifacts did not go to the served destination"
+
+    # the password (in the storage URL and the tracking URI) reaches neither MLflow nor the logs
+    assert password not in output
+    for run in runs:
+        assert password not in repr(run.data.params) + repr(run.data.tags)
+    assert parents[0].data.params["storage_url"].count("***") == 1
+    for i, where in enumerate(({"run_id": parents[0].info.run_id}, {"run_id": champion.tags["run_id"]},
+                               {"artifact_uri": client.get_model_version_download_uri("qvae-multihost",
+                                                                                     champion.version)})):
+        local = Path(mlflow.artifacts.download_artifacts(**where, dst_path=str(tmp / "scan" / str(i)),
+                                                         tracking_uri=cluster["tracking"]))
+        texts = [f for f in local.rglob("*") if f.is_file() and f.stat().st_size < 2_000_000]
+        assert texts, where
+        leaks = [str(f) for f in texts if password.encode() in f.read_bytes()]
+        assert not leaks, leaks
