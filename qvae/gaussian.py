@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .config import Config
-from .model import mlp
+from .model import CentredData, mlp
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -34,27 +34,15 @@ def normal_log_pdf(z: Tensor, mean: Tensor | float = 0.0, log_var: Tensor | floa
     return -0.5 * (LOG_2PI + log_var + (z - mean).square() / log_var.exp()).sum(-1)
 
 
-class GaussianVAE(nn.Module):
+class GaussianVAE(CentredData):
     """A VAE with latent_dim standard-normal latents (the usual baseline for the QVAE)."""
 
     def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(config.input_dim, data_mean)
         self.config = config
         c = config
         self.encoder = mlp([c.input_dim, c.hidden_dim, 2 * c.latent_dim], c.activation)
         self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
-        self.register_buffer("data_mean", torch.zeros(c.input_dim))
-        self.register_buffer("train_bias", torch.zeros(c.input_dim))
-        if data_mean is not None:
-            self.set_data_mean(data_mean)
-
-    @torch.no_grad()
-    def set_data_mean(self, mean: Tensor) -> None:
-        mean = mean.reshape(-1).to(self.data_mean)
-        if mean.numel() != self.config.input_dim:
-            raise ValueError(f"data mean has {mean.numel()} values, expected input_dim={self.config.input_dim}")
-        self.data_mean.copy_(mean)
-        self.train_bias.copy_(torch.logit(mean.clamp(0.001, 0.999)))
 
     # ---------------------------------------------------------------- pieces
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:

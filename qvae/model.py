@@ -73,7 +73,27 @@ def bernoulli_entropy(logits: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction="none")
 
 
-class QVAE(nn.Module):
+class CentredData(nn.Module):
+    """What every model here shares about pixels: the training mean centres the encoder's input,
+    and its logit is the decoder's output bias (so an untrained decoder predicts the mean image)."""
+
+    def __init__(self, input_dim: int, data_mean: Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("data_mean", torch.zeros(input_dim))
+        self.register_buffer("train_bias", torch.zeros(input_dim))
+        if data_mean is not None:
+            self.set_data_mean(data_mean)
+
+    @torch.no_grad()
+    def set_data_mean(self, mean: Tensor) -> None:
+        mean = mean.reshape(-1).to(self.data_mean)
+        if mean.numel() != self.data_mean.numel():
+            raise ValueError(f"data mean has {mean.numel()} values, expected input_dim={self.data_mean.numel()}")
+        self.data_mean.copy_(mean)
+        self.train_bias.copy_(torch.logit(mean.clamp(0.001, 0.999)))
+
+
+class QVAE(CentredData):
     """A VAE with binary latents and a Boltzmann prior: the RBM, or the QBM when config.gamma > 0.
 
     The QBM's transverse field Gamma is fixed per run (a hyperparameter); only the diagonal
@@ -85,26 +105,13 @@ class QVAE(nn.Module):
     """
 
     def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
-        super().__init__()
+        super().__init__(config.input_dim, data_mean)
         self.config = config
         c = config
         self.encoder = mlp([c.input_dim, c.hidden_dim, c.latent_dim], c.activation)
         self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
         self.prior = RBM(c.num_visible, c.num_hidden)
         self.smoothing = OverlappingExponential(c.dist_beta)
-        # The training mean centres the encoder's input; its logit is the decoder's output bias.
-        self.register_buffer("data_mean", torch.zeros(c.input_dim))
-        self.register_buffer("train_bias", torch.zeros(c.input_dim))
-        if data_mean is not None:
-            self.set_data_mean(data_mean)
-
-    @torch.no_grad()
-    def set_data_mean(self, mean: Tensor) -> None:
-        mean = mean.reshape(-1).to(self.data_mean)
-        if mean.numel() != self.config.input_dim:
-            raise ValueError(f"data mean has {mean.numel()} values, expected input_dim={self.config.input_dim}")
-        self.data_mean.copy_(mean)
-        self.train_bias.copy_(torch.logit(mean.clamp(0.001, 0.999)))
 
     # ---------------------------------------------------------------- pieces
     def encode(self, x: Tensor) -> Tensor:

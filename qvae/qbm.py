@@ -100,6 +100,13 @@ def exact_trotter_z_distribution(rbm: RBM, gamma: float, slices: int) -> Tensor:
     D = e^{-diag(E)/P}, T = e^{(Gamma/P) sum_i sigma^x_i}. This is what `PIMCSampler` samples
     exactly (at any P); it tends to `exact_qbm_z_distribution` as P grows.
     """
+    step, _ = _trotter_step(rbm, gamma, slices)
+    diagonal = torch.linalg.matrix_power(step, slices).diagonal()
+    return diagonal / diagonal.sum()
+
+
+def _trotter_step(rbm: RBM, gamma: float, slices: int) -> tuple[Tensor, float]:
+    """(D T with D = e^{-(diag(E) - shift)/P}, shift = min E): (D T)^P = e^{-shift} (D_unshifted T)^P."""
     gamma = _check_gamma(gamma)
     if slices < 1:
         raise ValueError(f"slices must be >= 1, got {slices}")
@@ -109,22 +116,13 @@ def exact_trotter_z_distribution(rbm: RBM, gamma: float, slices: int) -> Tensor:
     transfer = torch.ones(1, 1, dtype=torch.float64)
     for _ in range(rbm.num_units):
         transfer = torch.kron(transfer, single)
-    step = torch.exp(-(energies - energies.min()) / slices)[:, None] * transfer
-    diagonal = torch.linalg.matrix_power(step, slices).diagonal()
-    return diagonal / diagonal.sum()
+    shift = energies.min().item()
+    return torch.exp(-(energies - shift) / slices)[:, None] * transfer, shift
 
 
 def exact_trotter_log_partition(rbm: RBM, gamma: float, slices: int) -> float:
     """log Tr (D T)^P: the P-slice approximation of log Tr e^{-H} that `estimate_qbm_log_z` targets."""
-    gamma = _check_gamma(gamma)
-    energies = _diagonal_energies(rbm)
-    a = gamma / slices
-    single = torch.tensor([[math.cosh(a), math.sinh(a)], [math.sinh(a), math.cosh(a)]], dtype=torch.float64)
-    transfer = torch.ones(1, 1, dtype=torch.float64)
-    for _ in range(rbm.num_units):
-        transfer = torch.kron(transfer, single)
-    shift = energies.min().item()
-    step = torch.exp(-(energies - shift) / slices)[:, None] * transfer
+    step, shift = _trotter_step(rbm, gamma, slices)
     return math.log(torch.linalg.matrix_power(step, slices).trace().item()) - shift
 
 

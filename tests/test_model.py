@@ -126,13 +126,7 @@ def latent_readout(model: QVAE) -> None:
 def test_generate_from_seeds_samples_the_prior():
     """The per-seed Gibbs path targets p(z): its latent marginal matches enumeration."""
     model = tiny_model(6).float()
-    readout = torch.nn.Linear(6, 12)  # pixel i < 6 is bright iff zeta_i > 0.5, i.e. iff z_i = 1
-    with torch.no_grad():
-        readout.weight.zero_()
-        readout.weight[:6].copy_(20 * torch.eye(6))
-        readout.bias.fill_(-10.0)
-        model.train_bias.zero_()
-    model.decoder = readout
+    latent_readout(model)
     n = 20_000
     z = (model.generate_from_seeds(list(range(n)), sweeps=30)[:, :6] > 0.5).float()
     states = all_binary_states(6)
