@@ -55,6 +55,31 @@ def inception_weights(inception_cache: Path) -> Path:
     return inception_weights_path(inception_cache)
 
 
+# Process-wide MLflow state a test module may change (mlflow.set_experiment exports the experiment
+# id for child processes; resuming or a user:password URI set the others).
+MLFLOW_PROCESS_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID",
+                      "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_mlflow_process_state() -> Iterator[None]:
+    """Each test module starts without another module's active experiment or run."""
+    saved = {k: os.environ.get(k) for k in MLFLOW_PROCESS_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if "mlflow" in sys.modules:
+        import mlflow
+        from mlflow.tracking import fluent
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent._active_experiment_id = None  # no public way to forget set_experiment
+
+
 @pytest.fixture(scope="module")
 def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh SQLite MLflow store for one test module, used as the process's tracking URI.
