@@ -14,6 +14,7 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -34,9 +35,7 @@ CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
 
 
 def redact(url: str) -> str:
-    """A URL with any password replaced, safe to print or log."""
-    import re
-
+    """A storage or tracking URL with any password replaced, safe to print or log."""
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 

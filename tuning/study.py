@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data import load_mnist_for
-from qvae.runs import file_lock, prepare_store
+from qvae.runs import file_lock, prepare_store, redact
 from qvae.tracking import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.train import DivergenceError
 
@@ -105,11 +105,6 @@ class StudySettings:
     def storage_url(self) -> str:
         """`storage`, else $QVAE_OPTUNA_STORAGE, else the journal file in the working directory."""
         return self.storage or os.environ.get(STORAGE_ENV) or f"journal:{Path(DEFAULT_JOURNAL).resolve()}"
-
-
-def redact(url: str) -> str:
-    """A storage or tracking URL with any password replaced, safe to log."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def has_password(url: str) -> bool:
