@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import mlflow
 from mlflow import MlflowClient
@@ -32,6 +32,7 @@ from .config import Config, ConfigError
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+T = TypeVar("T")
 
 
 def redact(url: str) -> str:
@@ -91,18 +92,33 @@ def hide_tracking_credentials() -> str:
     return clean
 
 
-def set_experiment(name: str, attempts: int = 5) -> str:
-    """`mlflow.set_experiment`, tolerating another process creating the same experiment."""
+RACE_MARKERS = ("already exists", "integrity", "unique constraint", "duplicate key", "uniqueviolation",
+                "database is locked")
+
+
+def lost_creation_race(err: Exception) -> bool:
+    """True when `err` says another process created the same table, experiment or study first."""
+    text = f"{type(err).__name__}: {err}".lower()
+    return any(marker in text for marker in RACE_MARKERS)
+
+
+def retry_on_race(action: Callable[[], T], is_race: Callable[[Exception], bool] = lost_creation_race,
+                  attempts: int = 6) -> T:
+    """`action()`, run again after a short pause while it loses creation races to other processes."""
     for attempt in range(attempts):
         try:
-            return mlflow.set_experiment(name).experiment_id
-        except MlflowException as err:
-            text = str(err).lower()
-            if attempt == attempts - 1 or not any(
-                    s in text for s in ("already exists", "integrity", "unique", "duplicate", "locked")):
+            return action()
+        except Exception as err:
+            if attempt == attempts - 1 or not is_race(err):
                 raise
+            log.info("lost a creation race with another process (%s): retrying", err)
         time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def set_experiment(name: str) -> str:
+    """`mlflow.set_experiment`, tolerating another process creating the same experiment."""
+    return retry_on_race(lambda: mlflow.set_experiment(name).experiment_id)
 
 
 def check_tracking_server(uri: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> None:

@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data import load_mnist_for
-from qvae.runs import file_lock, prepare_store, redact
+from qvae.runs import file_lock, lost_creation_race, prepare_store, redact, retry_on_race
 from qvae.tracking import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.train import DivergenceError
 
@@ -223,26 +222,16 @@ def open_study(settings: StudySettings, seed: int = 0, worker: int = 0) -> optun
     """Create the study or load it: safe when many processes (or hosts) start at once."""
     url = settings.storage_url
     db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-    for attempt in range(6):
-        try:
-            with file_lock(db.with_name(db.name + ".lock")) if db else contextlib.nullcontext():
-                return optuna.create_study(storage=make_storage(url, settings), study_name=settings.study_name,
-                                           sampler=make_sampler(settings, seed, worker),
-                                           pruner=make_pruner(settings), direction="minimize", load_if_exists=True)
-        except Exception as err:  # another process created the tables or the study between check and insert
-            if attempt == 5 or not _is_creation_race(err):
-                raise
-            log.info("creating study %s raced with another process (%s): retrying", settings.study_name, err)
-        time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
 
+    def create() -> optuna.Study:
+        with file_lock(db.with_name(db.name + ".lock")) if db else contextlib.nullcontext():
+            return optuna.create_study(storage=make_storage(url, settings), study_name=settings.study_name,
+                                       sampler=make_sampler(settings, seed, worker), pruner=make_pruner(settings),
+                                       direction="minimize", load_if_exists=True)
 
-def _is_creation_race(err: Exception) -> bool:
-    if isinstance(err, optuna.exceptions.DuplicatedStudyError):
-        return True
-    text = f"{type(err).__name__}: {err}".lower()
-    return any(s in text for s in ("integrityerror", "already exists", "unique constraint", "duplicate key",
-                                   "database is locked", "uniqueviolation"))
+    # another process may create the tables or the study between check and insert
+    return retry_on_race(create, lambda err: isinstance(err, optuna.exceptions.DuplicatedStudyError)
+                         or lost_creation_race(err))
 
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
