@@ -50,10 +50,10 @@ def train_probe(train_features: Tensor, train_labels: Tensor, test_features: Ten
     device = train_features.device
     classes = int(max(train_labels.max(), test_labels.max()).item()) + 1
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    torch_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # nn.Linear's initialisation draws from the global generator
-    probe = nn.Sequential(nn.Linear(train_features.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, classes)).to(device)
-    torch.random.set_rng_state(torch_state)
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's initialisation draws from the global generator
+        torch.manual_seed(seed)
+        probe = nn.Sequential(nn.Linear(train_features.shape[1], hidden), nn.ReLU(),
+                              nn.Linear(hidden, classes)).to(device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     x, y = train_features.float(), train_labels.long().to(device)
     threads = torch.get_num_threads()
