@@ -211,3 +211,14 @@ def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
     assert len(study.trials) < 50
     champion = MlflowClient().get_model_version_by_alias("qvae-interrupted", "champion")
     assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
+
+
+def test_test_nll_objective_needs_the_nll_and_uses_the_bound_for_a_quantum_prior():
+    from tuning.objective import check_objective, objective_value
+
+    with pytest.raises(ConfigError, match="objective=test_nll needs nll_samples >= 1"):
+        check_objective("test_nll", JobOptions(nll_samples=0))
+    check_objective("test_nll", JobOptions(nll_samples=10))
+    assert objective_value("test_nll", {"test_nll": 99.0, "fid": 5.0}) == 99.0
+    assert objective_value("test_nll", {"test_nll_bound": 120.0}) == 120.0  # gamma > 0: only the bound exists
+    assert objective_value("val_neg_elbo", {"val_q_elbo": -130.0, "val_elbo_unnormalized": -20.0}) == 130.0

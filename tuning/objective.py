@@ -23,7 +23,7 @@ from qvae.tracking import run_main_job
 
 from .space import SearchSpace
 
-OBJECTIVES = ("fid", "val_neg_elbo")
+OBJECTIVES = ("fid", "val_neg_elbo", "test_nll")
 RUN_ID_ATTR = "mlflow_run_id"
 MODEL_URI_ATTR = "model_uri"
 WORKER_ATTR = "worker"  # host:pid of the process running the trial (to fail it if that process dies)
@@ -35,10 +35,23 @@ def negative_elbo(metrics: dict[str, float]) -> float:
     return -metrics[elbo_key(metrics, "val_")]
 
 
+def objective_value(objective: str, metrics: dict[str, float]) -> float:
+    """The number a trial minimises: FID, the validation negative ELBO, or the test NLL (for a
+    quantum prior its upper bound `test_nll_bound`, the only tractable likelihood figure)."""
+    if objective == "fid":
+        return metrics["fid"]
+    if objective == "test_nll":
+        return metrics["test_nll"] if "test_nll" in metrics else metrics["test_nll_bound"]
+    return negative_elbo(metrics)
+
+
 def check_objective(objective: str, options: JobOptions) -> None:
     """The objective exists, and FID has images to compare."""
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "test_nll" and options.nll_samples < 1:
+        raise ConfigError(f"objective=test_nll needs nll_samples >= 1 (importance samples per test image), "
+                          f"got {options.nll_samples}")
     if objective == "fid" and options.fid_samples < 2:
         raise ConfigError(f"objective=fid needs fid_samples >= 2, got {options.fid_samples}")
 
@@ -90,7 +103,7 @@ class Objective:
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
         trial.set_user_attr(MODEL_URI_ATTR, result.model_uri)
-        value = result.metrics["fid"] if self.objective == "fid" else negative_elbo(result.metrics)
+        value = objective_value(self.objective, result.metrics)
         if not math.isfinite(value):
             self._record_failure(trial, f"objective {self.objective} is {value}")
             raise DivergenceError(f"objective {self.objective} is {value}")
