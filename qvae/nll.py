@@ -43,7 +43,6 @@ from .data import binarize_batch
 # DVAE#'s protocol (GPU defaults) and a CPU-sized variant (about a minute on 2 cores).
 DEFAULT_SAMPLES, DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS = 4000, 1000, 1000
 CPU_SAMPLES, CPU_IMAGES = 1000, 1000
-EXACT_LOG_Z_MAX_STATES = 2**16  # enumerate the smaller RBM layer up to this many states
 ROWS_PER_CHUNK = 2**14  # images x samples decoded at once (about 150 MB for the default widths)
 DYNAMIC_TEST_SEED = 12345  # binarize=dynamic models are scored on one fixed binarisation
 
@@ -59,7 +58,7 @@ class NllResult:
     images: int
     log_z: float | None  # None for the Gaussian prior
     log_z_stderr: float
-    log_z_method: str  # exact | ais | qbm-exact | qbm-ais | none
+    log_z_method: str  # as the run param: exact | ais | ais_trotter_P<slices> | none
     bound: bool  # True: an upper bound on the NLL (quantum prior), not an estimate of it
     method: str  # a one-line description of the protocol
 
@@ -82,30 +81,29 @@ class NllResult:
 @torch.no_grad()
 def prior_log_z(model: Any, ais_chains: int = DEFAULT_AIS_CHAINS, ais_betas: int = DEFAULT_AIS_BETAS,
                 generator: torch.Generator | None = None, method: str = "auto") -> tuple[float, float, str]:
-    """(log Z, its standard error, how) of a Boltzmann prior; Z_gamma for a quantum prior.
+    """(log Z, its standard error, how) of a Boltzmann prior; log Tr e^{-H} for a quantum prior.
 
-    `method`: auto (exact when small enough, else AIS), exact or ais.
+    `method`: auto (the training loop's rule, `qvae.train.log_z_method`: exact when small enough,
+    else AIS with `ais_chains` x `ais_betas`), exact, or ais (AIS even where enumeration is possible).
     """
+    from .qbm import estimate_qbm_log_z
+    from .train import estimate_log_z, log_z_method
+
     if method not in ("auto", "exact", "ais"):
         raise ValueError(f"method must be auto, exact or ais, got {method!r}")
-    prior, gamma = model.prior, float(getattr(model.config, "gamma", 0.0))
-    if gamma > 0:
-        from . import qbm
-
-        if method != "ais" and prior.num_units <= qbm.MAX_EXACT_QUBITS:
-            return qbm.exact_qbm_log_partition(prior, gamma), 0.0, "qbm-exact"
-        if method == "exact":
-            raise ValueError(f"exact log Z_gamma needs <= {qbm.MAX_EXACT_QUBITS} units, got {prior.num_units}")
-        estimate = getattr(qbm, "estimate_qbm_log_z", None)
-        if estimate is None:
-            raise NotImplementedError("log Z of a quantum prior (gamma > 0) needs qvae.qbm.estimate_qbm_log_z")
-        log_z, err = estimate(prior, gamma, model.config.trotter_slices, num_chains=ais_chains,
-                              num_betas=ais_betas, generator=generator)
-        return log_z, err, "qbm-ais"
-    small = 2 ** min(prior.num_visible, prior.num_hidden) <= EXACT_LOG_Z_MAX_STATES
-    if method == "exact" or (method == "auto" and small):
-        return prior.log_partition_exact(), 0.0, "exact"
-    log_z, err = prior.log_partition_ais(ais_chains, ais_betas, generator)
+    config = model.config.replace(log_z_chains=ais_chains, log_z_betas=ais_betas)
+    how = log_z_method(config)
+    if method == "auto" or (method == "exact") == (how == "exact"):
+        log_z, err = estimate_log_z(model.prior, config, generator)
+        return log_z, err, how
+    if method == "exact":
+        raise ValueError(f"exact log Z is out of reach for this prior ({config.num_visible} + {config.num_hidden} "
+                         f"units, gamma {config.gamma}); use method=auto or ais")
+    if config.gamma > 0:
+        log_z, err = estimate_qbm_log_z(model.prior, config.gamma, config.trotter_slices, ais_chains, ais_betas,
+                                        generator)
+        return log_z, err, f"ais_trotter_P{config.trotter_slices}"
+    log_z, err = model.prior.log_partition_ais(ais_chains, ais_betas, generator)
     return log_z, err, "ais"
 
 
@@ -188,9 +186,9 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
     model.train(was_training)
     se_images = (ll.std() / math.sqrt(len(ll))).item()
     bound = not gaussian and float(getattr(model.config, "gamma", 0.0)) > 0
-    log_z_text = {"none": "", "exact": ", exact log Z", "qbm-exact": ", exact log Z_gamma",
-                  "ais": f", AIS log Z ({ais_chains} chains x {ais_betas} betas)",
-                  "qbm-ais": f", AIS log Z_gamma ({ais_chains} chains x {ais_betas} betas)"}[how]
+    name = "log Z_gamma" if bound else "log Z"
+    log_z_text = ("" if how == "none" else f", exact {name}" if how == "exact"
+                  else f", AIS {name} ({how}, {ais_chains} chains x {ais_betas} betas)")
     method = (f"importance-weighted, K={samples} per image on {len(x)} test images{log_z_text}"
               + ("; upper bound: log p(z) >= -E(z) - log Z_gamma" if bound else ""))
     return NllResult(nll=-ll.mean().item(), stderr=math.sqrt(se_images**2 + log_z_err**2), stderr_images=se_images,

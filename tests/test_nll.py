@@ -163,6 +163,10 @@ def test_quantum_prior_gives_an_upper_bound_with_the_true_log_z_gamma() -> None:
     assert result.bound and result.name == "test_nll_bound" and "test_nll_bound" in result.metrics()
     assert result.log_z == pytest.approx(log_z_gamma, abs=1e-6)
     assert result.nll == pytest.approx(bound_nll, abs=0.04)
+    # the path-integral AIS that larger QBMs need: within its error (and the P = 16 Trotter error) of the truth
+    ais = iw_test_nll(model, x, samples=100_000, ais_chains=500, ais_betas=200, log_z_method="ais", seed=5)
+    assert ais.bound and ais.log_z_method == "ais_trotter_P16" and "AIS log Z_gamma" in ais.method
+    assert ais.log_z == pytest.approx(log_z_gamma, abs=4 * ais.log_z_stderr + 0.01)
 
 
 def test_gaussian_vae_matches_gauss_hermite_quadrature():
