@@ -33,7 +33,7 @@ from common import cpu_name
 from qvae.config import Config, JobOptions
 from qvae.data import load_mnist_for
 from qvae.models import build_model
-from qvae.scores import ScoreSettings, final_scores
+from qvae.scores import ScoreSettings, final_scores, score_details
 from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device, train
 
 MODELS = {"qvae": "QVAE (RBM 128x128)", "gaussian": "Gaussian VAE (256-d)"}
@@ -81,10 +81,7 @@ def entry(config: Config, history: list[dict[str, float]], scores: dict[str, Any
               "scored_on": {}}
     computed = {"fid": "fid" in scores["metrics"], "nll": "nll" in scores, "probe": "probe" in scores}
     record["scored_on"] = {k: f"{device} ({hw})" for k, done in computed.items() if done}
-    if "nll" in scores:
-        record["nll"] = scores["nll"].as_dict()
-    if "probe" in scores:
-        record["probe"] = {"accuracy": scores["probe"].accuracy, "epochs": scores["probe"].epochs}
+    record.update(score_details(scores))
     return record
 
 

@@ -208,7 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .data import load_mnist
     from .loading import ModelNotFoundError, load_generator
-    from .scores import ScoreSettings, final_scores
+    from .scores import ScoreSettings, final_scores, score_details
 
     try:
         model = load_generator(args.model, device=args.device).model
@@ -222,11 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     scores = final_scores(model, data, settings, progress=not args.no_progress)
     report = {"model": args.model, "prior": config.prior, "gamma": config.gamma,
               "device": str(model.train_bias.device), "settings": dataclasses.asdict(settings),
-              "metrics": scores["metrics"], "seconds": time.perf_counter() - started}
-    if "nll" in scores:
-        report["nll"] = scores["nll"].as_dict()
-    if "probe" in scores:
-        report["probe"] = dataclasses.asdict(scores["probe"])
+              "metrics": scores["metrics"], "seconds": time.perf_counter() - started, **score_details(scores)}
     print(format_scores(report))
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))

@@ -10,7 +10,7 @@ prints and `benchmarks/compare.py` tabulates, so all three measure the same thin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -63,6 +63,16 @@ def nll_score(model: Any, test_x: torch.Tensor, settings: ScoreSettings, progres
 def probe_score(model: Any, data: Any, settings: ScoreSettings, progress: bool = False) -> ProbeResult:
     return latent_probe(model, data.train_x, data.train_y, data.test_x, data.test_y, epochs=settings.probe_epochs,
                         seed=settings.seed, progress=progress)
+
+
+def score_details(scores: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-ready `nll` / `probe` details of a `final_scores` result (those it computed)."""
+    details: dict[str, Any] = {}
+    if "nll" in scores:
+        details["nll"] = scores["nll"].as_dict()
+    if "probe" in scores:
+        details["probe"] = asdict(scores["probe"])
+    return details
 
 
 def final_scores(model: Any, data: Any, settings: ScoreSettings, progress: bool = False) -> dict[str, Any]:

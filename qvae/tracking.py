@@ -26,7 +26,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 
 from .config import Config, ConfigError, JobOptions
 from .data import MnistData, load_mnist_for
-from .model import QVAE, image_seeds
+from .model import QVAE
 from .runs import check_resume, download_checkpoint, missing_metric_steps, prepare_store
 from .train import BEST_CHECKPOINT, DivergenceError, EpochReport, load_checkpoint, log_z_method, resolve_device, train
 
@@ -296,37 +296,26 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
 
 def log_nll_and_probe(model: QVAE, data: MnistData, options: JobOptions, workdir: Path) -> dict[str, float]:
     """`test_nll` (`test_nll_bound` for gamma > 0) with its stderr, `latent_accuracy`, and scores.json."""
-    from dataclasses import asdict
+    from dataclasses import replace
 
-    from .scores import ScoreSettings, nll_score, probe_score
+    from .scores import ScoreSettings, final_scores, score_details
 
-    settings = ScoreSettings.from_options(options, seed=model.config.seed)
     log_new_params({name: getattr(options, name) for name in
                     ("nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas", "probe_epochs")})
-    metrics: dict[str, float] = {}
-    details: dict[str, Any] = {}
-    if options.nll_samples:
-        nll = nll_score(model, data.test_x, settings, options.progress)
-        metrics.update(nll.metrics())
-        details["nll"] = nll.as_dict()
-    if options.probe_epochs:
-        probe = probe_score(model, data, settings, options.progress)
-        metrics["latent_accuracy"] = probe.accuracy
-        details["probe"] = asdict(probe)
+    settings = replace(ScoreSettings.from_options(options, seed=model.config.seed), fid_samples=0)  # FID: above
+    scores = final_scores(model, data, settings, options.progress)
+    metrics = scores["metrics"]
     if metrics:
         mlflow.log_metrics(metrics)
         path = workdir / "scores.json"
-        path.write_text(json.dumps({"metrics": metrics, **details}, indent=2))
+        path.write_text(json.dumps({"metrics": metrics, **score_details(scores)}, indent=2))
         mlflow.log_artifact(str(path))
     return metrics
 
 
 def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str, float]:
-    from .evaluate import compute_fid
+    """FID/fid_64/KID as `qvae evaluate` and compare.py compute them (scores.fid_scores)."""
+    from .scores import ScoreSettings, fid_scores
 
-    device = model.train_bias.device
-    n = options.fid_samples
-    generated = model.generate_from_seeds(image_seeds(0, n))  # = request seed 0 of the logged model
-    scores = compute_fid(generated, data.test_x[:n].to(device), device=device, batch_size=options.fid_batch_size,
-                         progress=options.progress)
-    return {k: float(v) for k, v in scores.items()}
+    return fid_scores(model, data.test_x, ScoreSettings.from_options(options, seed=model.config.seed),
+                      options.progress)
