@@ -316,8 +316,8 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
             else:
                 dead = run_worker_processes(spec, shares)
                 if dead:  # their running trials were failed and queued again: run what is missing
-                    fail_orphaned_trials(open_study(settings), dead, max_retry=settings.max_retry)
-                    missing = remaining_trials(open_study(settings), settings.n_trials)
+                    fail_orphaned_trials(study, dead, max_retry=settings.max_retry)  # reads the storage afresh
+                    missing = remaining_trials(study, settings.n_trials)
                     log.warning("worker process(es) %s died; running the %d missing trial(s) here", dead, missing)
                     run_worker(dataclasses.replace(spec, n_trials=missing))
         except KeyboardInterrupt:
