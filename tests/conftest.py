@@ -81,6 +81,14 @@ def isolated_mlflow_process_state() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
+def small_data(mnist_dir: Path):
+    """The first 1024 training and 256 test images: enough to see a model learn in seconds."""
+    from qvae.data import load_mnist
+
+    return load_mnist(mnist_dir, train_size=1024, test_size=256)
+
+
+@pytest.fixture(scope="module")
 def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh SQLite MLflow store for one test module, used as the process's tracking URI.
 

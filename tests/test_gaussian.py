@@ -8,7 +8,6 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from qvae.config import Config
-from qvae.data import load_mnist
 from qvae.gaussian import GaussianVAE, gaussian_kl
 from qvae.model import QVAE
 from qvae.models import build_model
@@ -61,10 +60,6 @@ def test_each_seed_gives_its_own_image_alone_or_in_a_batch():
     assert not torch.allclose(batch[0], batch[2], atol=1e-3)
     assert torch.equal(model.generate_from_seeds(seeds, chunk_size=2), batch)  # same call, same bits
 
-
-@pytest.fixture(scope="module")
-def small_data(mnist_dir):
-    return load_mnist(mnist_dir, train_size=1024, test_size=256)
 
 
 def test_training_without_a_sampler_lowers_the_loss(small_data, tmp_path):

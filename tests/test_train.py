@@ -4,17 +4,12 @@ import pytest
 import torch
 
 from qvae.config import Config
-from qvae.data import load_mnist
 from qvae.train import StopTraining, load_checkpoint, train
 
 SMALL = dict(hidden_dim=128, latent_dim=32, num_visible=16, num_hidden=16, batch_size=64,
              train_size=1024, test_size=256, device="cpu", sampler_chains=64, log_z_betas=50,
              log_z_chains=32)
 
-
-@pytest.fixture(scope="module")
-def small_data(mnist_dir):
-    return load_mnist(mnist_dir, train_size=1024, test_size=256)
 
 
 def test_training_lowers_the_loss_and_logs_every_term(small_data, tmp_path):
