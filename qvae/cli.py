@@ -193,8 +193,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e generate`: keep the result
         import mlflow
 
-        with mlflow.start_run():
-            mlflow.log_artifact(str(path)) if path.is_file() else mlflow.log_artifacts(str(path), path.name)
+        from .runs import store_write, tracked_run
+
+        with tracked_run():
+            if path.is_file():
+                store_write(mlflow.log_artifact, str(path))
+            else:
+                store_write(mlflow.log_artifacts, str(path), path.name)
     return 0
 
 

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import re
+import signal
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -92,8 +94,10 @@ def hide_tracking_credentials() -> str:
     return clean
 
 
-RACE_MARKERS = ("already exists", "integrity", "unique constraint", "duplicate key", "uniqueviolation",
-                "database is locked")
+RACE_MARKERS = ("already exists", "integrity", "unique constraint", "duplicate key", "uniqueviolation")
+BUSY_MARKERS = ("database is locked", "database table is locked", "temporarily_unavailable")
+WRITE_ATTEMPTS = 5  # MLflow itself waits 20 s (SQLite busy_timeout) inside each attempt
+FIRST_BACKOFF_S = 0.5
 
 
 def lost_creation_race(err: Exception) -> bool:
@@ -102,23 +106,99 @@ def lost_creation_race(err: Exception) -> bool:
     return any(marker in text for marker in RACE_MARKERS)
 
 
-def retry_on_race(action: Callable[[], T], is_race: Callable[[Exception], bool] = lost_creation_race,
-                  attempts: int = 6) -> T:
-    """`action()`, run again after a short pause while it loses creation races to other processes."""
+def store_busy(err: Exception) -> bool:
+    """True when `err` says another writer holds the store (SQLite's "database is locked", which
+    MLflow reports as TEMPORARILY_UNAVAILABLE): the same write can succeed a moment later."""
+    text = f"{type(err).__name__}: {err} {getattr(err, 'error_code', '')}".lower()
+    return any(marker in text for marker in BUSY_MARKERS)
+
+
+_deferring = False
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block take effect when it ends.
+
+    A KeyboardInterrupt raised in the middle of an MLflow write to SQLite can leave a connection
+    holding the database's write lock; every later write, the champion's registration included,
+    then fails with "database is locked". Store writes are short, so deferring costs no
+    responsiveness. Only the main thread receives signals; elsewhere this does nothing.
+    """
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if any(handler is None for handler in previous.values()):  # installed outside Python: leave it alone
+        yield
+        return
+    received: list[int] = []
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)  # delivered now, to the handler that was in place before
+
+
+def store_write(action: Callable[..., T], *args: Any, retry_if: Callable[[Exception], bool] = store_busy,
+                attempts: int = WRITE_ATTEMPTS, **kwargs: Any) -> T:
+    """`action(*args, **kwargs)`: one write to a tracking or study store, never cut by Ctrl-C
+    (deferred_interrupts) and run again with a doubling pause (0.5, 1, 2, 4 s) while
+    `retry_if(error)` says the store was only busy (or, for creations, another process won).
+    Every write of the project goes through here."""
     for attempt in range(attempts):
         try:
-            return action()
+            with deferred_interrupts():
+                return action(*args, **kwargs)
         except Exception as err:
-            if attempt == attempts - 1 or not is_race(err):
+            if attempt == attempts - 1 or not retry_if(err):
                 raise
-            log.info("lost a creation race with another process (%s): retrying", err)
-        time.sleep(0.2 * (attempt + 1))
+            pause = FIRST_BACKOFF_S * 2 ** attempt
+            log.warning("store busy or raced (%s); retrying %s in %.1f s",
+                        str(err).splitlines()[0][:200], getattr(action, "__name__", "the write"), pause)
+            time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def creation_raced(err: Exception) -> bool:
+    return lost_creation_race(err) or store_busy(err)
+
+
+def flush_pending_writes() -> None:
+    """Wait for MLflow's asynchronous logging queues (MLFLOW_ENABLE_ASYNC_LOGGING) to drain."""
+    mlflow.flush_async_logging()
+    mlflow.flush_artifact_async_logging()
+
+
+@contextlib.contextmanager
+def tracked_run(**start_kwargs: Any) -> Iterator[Any]:
+    """`mlflow.start_run(**start_kwargs)` whose start and end are store writes (store_write).
+    The run ends KILLED when a person stopped it (Ctrl-C), FAILED on an error, else FINISHED,
+    and it has ended, its writes done, before the caller goes on (e.g. to register a model)."""
+    run = store_write(mlflow.start_run, **start_kwargs)
+    status = "FINISHED"
+    try:
+        yield run
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        store_write(mlflow.end_run, status)
 
 
 def set_experiment(name: str) -> str:
     """`mlflow.set_experiment`, tolerating another process creating the same experiment."""
-    return retry_on_race(lambda: mlflow.set_experiment(name).experiment_id)
+    return store_write(lambda: mlflow.set_experiment(name).experiment_id, retry_if=creation_raced, attempts=6)
 
 
 def check_tracking_server(uri: str | None = None, timeout: float = PROBE_TIMEOUT_S) -> None:

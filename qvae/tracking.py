@@ -27,7 +27,8 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from .config import Config, ConfigError, JobOptions
 from .data import MnistData, load_mnist_for
 from .model import QVAE
-from .runs import check_resume, download_checkpoint, missing_metric_steps, prepare_store
+from .runs import (check_resume, deferred_interrupts, download_checkpoint, missing_metric_steps, prepare_store,
+                   store_write, tracked_run)
 from .train import BEST_CHECKPOINT, DivergenceError, EpochReport, load_checkpoint, log_z_method, resolve_device, train
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def log_new_params(params: dict[str, Any]) -> None:
     """
     run = mlflow.active_run()
     existing = mlflow.get_run(run.info.run_id).data.params if run else {}
-    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+    store_write(mlflow.log_params, {k: v for k, v in params.items() if k not in existing})
 
 
 
@@ -81,7 +82,7 @@ def log_dataset(data: MnistData) -> None:
     for context, x, y in (("training", data.train_x, data.train_y), ("evaluation", data.test_x, data.test_y)):
         dataset = from_numpy((x.cpu().numpy() * 255).round().astype(np.uint8), targets=y.cpu().numpy(),
                              source=str(data.source.raw_dir), name=f"mnist-{context}")
-        mlflow.log_input(dataset, context=context)
+        store_write(mlflow.log_input, dataset, context=context)
 
 
 # ---------------------------------------------------------------- per-epoch logging
@@ -102,14 +103,14 @@ class MlflowEpochLogger:
     def on_epoch_end(self, report: EpochReport) -> None:
         # the checkpoint before the metrics: a resumed run re-logs metrics its checkpoint holds (see runs.py)
         if report.checkpoint is not None:
-            mlflow.log_artifact(str(report.checkpoint), artifact_path="checkpoints")
+            store_write(mlflow.log_artifact, str(report.checkpoint), artifact_path="checkpoints")
             if report.is_best:
-                mlflow.log_artifact(str(report.checkpoint.with_name(BEST_CHECKPOINT)), artifact_path="checkpoints")
-        mlflow.log_metrics(report.metrics, step=report.epoch)
+                store_write(mlflow.log_artifact, str(report.checkpoint.with_name(BEST_CHECKPOINT)), artifact_path="checkpoints")
+        store_write(mlflow.log_metrics, report.metrics, step=report.epoch)
         model = report.model
         device = model.train_bias.device
         gen = torch.Generator(device=device).manual_seed(self.seed)
-        mlflow.log_image(self.grid_image(model.generate(64, generator=gen)), key="generated", step=report.epoch)
+        store_write(mlflow.log_image, self.grid_image(model.generate(64, generator=gen)), key="generated", step=report.epoch)
         interval = self.options.tsne_interval
         if interval and (report.epoch % interval == 0 or report.epoch == model.config.epochs):
             self.tsne_frame(model, report.epoch)
@@ -124,7 +125,7 @@ class MlflowEpochLogger:
         path = save_tsne_frame(embedding, self.tsne_y, self.workdir / "tsne_frames" / f"epoch_{epoch:03d}.png",
                                title=f"epoch {epoch}")
         self.frames.append(path)
-        mlflow.log_artifact(str(path), artifact_path="tsne_frames")
+        store_write(mlflow.log_artifact, str(path), artifact_path="tsne_frames")
 
 
 # ---------------------------------------------------------------- the model
@@ -148,16 +149,17 @@ def log_generator(model: QVAE, workdir: Path, registered_model_name: str = "") -
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, weights)
     config_file = model_dir / "config.json"
     config_file.write_text(json.dumps({"format_version": MODEL_FORMAT_VERSION, "config": model.config.to_dict()}))
-    return mlflow.pyfunc.log_model(
-        name=MODEL_NAME,
-        python_model=str(GENERATOR_FILE),
-        artifacts={"weights": str(weights), "config": str(config_file)},
-        code_paths=[str(PACKAGE_DIR)],
-        signature=generator_signature(model.config),
-        input_example=pd.DataFrame({"seed": [0, 1, 2, 3]}),
-        pip_requirements=_pip_requirements(),
-        registered_model_name=registered_model_name or None,
-    )
+    with deferred_interrupts():  # many writes: a retry could log the model twice
+        return mlflow.pyfunc.log_model(
+            name=MODEL_NAME,
+            python_model=str(GENERATOR_FILE),
+            artifacts={"weights": str(weights), "config": str(config_file)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=generator_signature(model.config),
+            input_example=pd.DataFrame({"seed": [0, 1, 2, 3]}),
+            pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name or None,
+        )
 
 
 def _pip_requirements() -> list[str]:
@@ -198,17 +200,17 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
     if data is None:
         data = load_mnist_for(config)
     if resumed is not None and launched_by_mlflow_run:  # `mlflow run` made a fresh run: point it at the real one
-        mlflow.MlflowClient().set_tag(os.environ["MLFLOW_RUN_ID"], "qvae.resumed_run_id", options.resume)
-    with mlflow.start_run(run_id=options.resume or None, run_name=None if options.resume else options.run_name or None,
-                          parent_run_id=None if options.resume else parent_run_id,
-                          nested=parent_run_id is not None and not options.resume) as run:
+        store_write(mlflow.MlflowClient().set_tag, os.environ["MLFLOW_RUN_ID"], "qvae.resumed_run_id", options.resume)
+    with tracked_run(run_id=options.resume or None, run_name=None if options.resume else options.run_name or None,
+                     parent_run_id=None if options.resume else parent_run_id,
+                     nested=parent_run_id is not None and not options.resume) as run:
         if on_run_start is not None:
             on_run_start(run.info.run_id)
         try:
             return _run_in(run, config, options, data, workdir, callbacks, launched_by_mlflow_run, resume_from,
                            resumed)
         except DivergenceError as err:
-            mlflow.set_tags({"qvae.status": "diverged", "fail_reason": str(err)[:5000]})
+            store_write(mlflow.set_tags, {"qvae.status": "diverged", "fail_reason": str(err)[:5000]})
             raise
 
 
@@ -235,8 +237,8 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
             log.warning("experiment_name=%r ignored: `mlflow run` already placed this run in %r; "
                         "use `mlflow run . --experiment-name ...`", options.experiment_name, experiment.name)
     if options.run_name:
-        mlflow.set_tag("mlflow.runName", options.run_name)
-    mlflow.set_tags({"qvae.entry_point": "main", **options.extra_tags})
+        store_write(mlflow.set_tag, "mlflow.runName", options.run_name)
+    store_write(mlflow.set_tags, {"qvae.entry_point": "main", **options.extra_tags})
     params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
                               **data.source.as_params(), **library_versions(), **git_state(),
                               "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
@@ -246,14 +248,14 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
         log_dataset(data)
     else:  # killed between a checkpoint and its metrics: log them now, so no step is missing or doubled
         for epoch, epoch_metrics in missing_metric_steps(run.info.run_id, resumed["history"]):
-            mlflow.log_metrics(epoch_metrics, step=epoch)
-        mlflow.set_tag("qvae.resumed", f"from epoch {resumed['epoch']} to {config.epochs}")
+            store_write(mlflow.log_metrics, epoch_metrics, step=epoch)
+        store_write(mlflow.set_tag, "qvae.resumed", f"from epoch {resumed['epoch']} to {config.epochs}")
     epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
     result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
                    progress=options.progress, resume_from=resume_from)
     metrics = dict(result.history[-1]) if result.history else {}
     if result.best_epoch is not None:
-        mlflow.set_tag("best_epoch", str(result.best_epoch))
+        store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
     model_uri = None
     if not result.stopped_early:
         metrics.update(log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir))
@@ -268,18 +270,18 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
 
     config = model.config
     for path in write_pictures(model, data.test_x, history, workdir, seed=config.seed).values():
-        mlflow.log_artifact(str(path))
+        store_write(mlflow.log_artifact, str(path))
     if epoch_logger.frames:
-        mlflow.log_artifact(str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
+        store_write(mlflow.log_artifact, str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
     n = min(options.tsne_final_points, len(data.test_x))
     if n:
         features = model.latent_features(data.test_x[:n].to(model.train_bias.device)).cpu().numpy()
         final = save_tsne(features, data.test_y[:n].cpu().numpy(), workdir / "tsne_final.png",
                           title=f"latent features of {n} test images after {len(history)} epochs", seed=config.seed)
-        mlflow.log_artifact(str(final))
+        store_write(mlflow.log_artifact, str(final))
     if options.fid_samples:
         scores = evaluate_fid(model, data, options)
-        mlflow.log_metrics(scores)
+        store_write(mlflow.log_metrics, scores)
         results = workdir / "fid_results.txt"
         results.write_text(
             f"FID: {scores['fid']:.4f}\nFID (64 features): {scores['fid_64']:.4f}\n"
@@ -287,7 +289,7 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
             f"Latent size: {config.latent_dim} ({config.num_visible} visible + {config.num_hidden} hidden)\n"
             f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
             f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
-        mlflow.log_artifact(str(results))
+        store_write(mlflow.log_artifact, str(results))
     else:
         scores = {}
     scores.update(log_nll_and_probe(model, data, options, workdir))
@@ -306,10 +308,10 @@ def log_nll_and_probe(model: QVAE, data: MnistData, options: JobOptions, workdir
     scores = final_scores(model, data, settings, options.progress)
     metrics = scores["metrics"]
     if metrics:
-        mlflow.log_metrics(metrics)
+        store_write(mlflow.log_metrics, metrics)
         path = workdir / "scores.json"
         path.write_text(json.dumps({"metrics": metrics, **score_details(scores)}, indent=2))
-        mlflow.log_artifact(str(path))
+        store_write(mlflow.log_artifact, str(path))
     return metrics
 
 

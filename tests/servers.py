@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 
 POSTGRES_ENV = "QVAE_TEST_POSTGRES_URL"
 
@@ -66,8 +68,17 @@ def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def answers(url: str) -> bool:
+    """True when `url` answers HTTP 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float = 120) -> Iterator[str]:
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float = GENEROUS_TIMEOUT_S) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 (a free port) with served artifacts; yields its http URL."""
     port = free_port()
     bin_dir = Path(sys.executable).parent
@@ -79,19 +90,11 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float =
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"mlflow server not up after {timeout} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_until(lambda: answers(f"{url}/health"), "mlflow server's /health", process=proc, timeout=timeout,
+                       poll=0.5)
+        except AssertionError as err:
+            raise RuntimeError(f"{err}\n{log.read_text()[-3000:]}") from None
         yield url
     finally:
         os.killpg(proc.pid, 15)
@@ -100,3 +103,34 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float =
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+# ---------------------------------------------------------------- a second SQLite writer
+HOLD = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+db.execute("BEGIN IMMEDIATE")  # the write lock, as a writer in the middle of a transaction holds it
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+db.rollback()
+"""
+MLFLOW_BUSY_TIMEOUT_S = 20  # the PRAGMA busy_timeout MLflow sets on every SQLite session
+
+
+def hold_write_lock(db, seconds: float) -> subprocess.Popen:
+    """Another process that holds the database's write lock for `seconds`, from when this returns."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def writable_now(db) -> bool:
+    connection = sqlite3.connect(db, timeout=0)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()

@@ -6,12 +6,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
+
+from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 
 EPOCHS = 4
 TINY = ["--epochs", str(EPOCHS), "--train-size", "1024", "--test-size", "256", "--batch-size", "64",
@@ -45,16 +46,16 @@ def killed_and_reference(tracking_store, mnist_dir):
     """A run SIGKILLed right after its first epoch is logged, and the same config uninterrupted."""
     reference = qvae_run(mnist_dir, "--experiment-name", "faults", "--run-name", "reference")
     victim = qvae_run(mnist_dir, "--experiment-name", "faults", "--run-name", "victim")
-    deadline = time.time() + 240
-    while time.time() < deadline and victim.poll() is None:
+
+    def first_epoch_logged() -> bool:
         run = run_named("faults", "victim")
-        if run and MlflowClient().get_metric_history(run.info.run_id, "loss"):
-            victim.send_signal(signal.SIGKILL)  # mid-training: the first epoch's checkpoint is logged
-            break
-        time.sleep(0.1)
-    victim.wait(timeout=60)
+        return bool(run and MlflowClient().get_metric_history(run.info.run_id, "loss"))
+
+    wait_until(first_epoch_logged, "the victim's first epoch", process=victim, poll=0.1)
+    victim.send_signal(signal.SIGKILL)  # mid-training: the first epoch's checkpoint is logged
+    victim.wait(timeout=GENEROUS_TIMEOUT_S)
     assert victim.returncode == -signal.SIGKILL, victim.stdout.read()[-3000:]
-    output, _ = reference.communicate(timeout=300)
+    output, _ = reference.communicate(timeout=GENEROUS_TIMEOUT_S)
     assert reference.returncode == 0, output[-3000:]
     return run_named("faults", "victim"), run_named("faults", "reference")
 

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 
 import mlflow
@@ -22,6 +21,8 @@ import qvae
 from qvae.config import Config, JobOptions
 from qvae.loading import ModelNotFoundError
 from qvae.tracking import run_main_job
+from tests.servers import answers
+from tests.waiting import wait_until
 
 TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8, train_size=1000,
             test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8, generate_sweeps=15, device="cpu")
@@ -141,15 +142,8 @@ def test_rest_serving_answers_invocations_with_images(registry):
                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(f"server did not start: {server.stderr.read().decode()[-3000:] if server.poll() is not None else 'timeout'}")
-                time.sleep(1)
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/ping"), "the model server's /ping", process=server,
+                   poll=1)
         url = f"http://127.0.0.1:{port}/invocations"
         rows = post(url, {"dataframe_split": {"columns": ["seed"], "data": [[0], [1], [2]]}})["predictions"]
         assert np.array(rows).shape == (3, 784)

@@ -21,6 +21,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tests.servers import fresh_database, mlflow_server, postgres_admin_url
+from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 from tuning.objective import RUN_ID_ATTR, WORKER_ATTR
 from tuning.study import counted_trials
 
@@ -49,24 +50,27 @@ def children_of(pid: int) -> set[int]:
     return {int(p) for p in path.read_text().split()} if path.exists() else set()
 
 
-def kill_a_worker_mid_trial(coordinator: subprocess.Popen, storage, deadline: float) -> int:
+def kill_a_worker_mid_trial(coordinator: subprocess.Popen, storage) -> int:
     """SIGKILL the worker process of a running trial that has reported its first epoch."""
     host = socket.gethostname()
-    while time.time() < deadline and coordinator.poll() is None:
+
+    def a_worker_mid_trial() -> tuple[int, int] | None:
         try:
             trials = optuna.load_study(study_name="multihost", storage=storage).get_trials(
                 deepcopy=False, states=(TrialState.RUNNING,))
         except KeyError:  # the coordinator has not created the study yet
-            trials = []
+            return None
         for trial in trials:
             owner = trial.user_attrs.get(WORKER_ATTR, "")
             if trial.intermediate_values and owner.startswith(f"{host}:"):
                 pid = int(owner.rsplit(":", 1)[1])
                 if pid in children_of(coordinator.pid):  # only a process this test started
-                    os.kill(pid, signal.SIGKILL)
-                    return trial.number
-        time.sleep(0.3)
-    raise AssertionError("no running trial to interrupt: " + (coordinator.stdout.read() if coordinator.poll() else ""))
+                    return trial.number, pid
+        return None
+
+    number, pid = wait_until(a_worker_mid_trial, "a running trial to interrupt", process=coordinator, poll=0.3)
+    os.kill(pid, signal.SIGKILL)
+    return number
 
 
 def test_three_workers_survive_a_killed_one(cluster):
@@ -84,8 +88,8 @@ def test_three_workers_survive_a_killed_one(cluster):
          "--register-model", "qvae-multihost", *TRIAL_FLAGS],
         env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     storage = optuna.storages.RDBStorage(cluster["optuna_db"])
-    killed = kill_a_worker_mid_trial(coordinator, storage, started + 180)
-    output, _ = coordinator.communicate(timeout=400)
+    killed = kill_a_worker_mid_trial(coordinator, storage)
+    output, _ = coordinator.communicate(timeout=GENEROUS_TIMEOUT_S)
     print(f"coordinator took {time.time() - started:.0f} s")
     assert coordinator.returncode == 0, output[-5000:]
 

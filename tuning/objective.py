@@ -18,6 +18,7 @@ import optuna
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data import MnistData
+from qvae.runs import store_write
 from qvae.train import DivergenceError, EpochReport, StopTraining, elbo_key
 from qvae.tracking import run_main_job
 
@@ -70,7 +71,8 @@ class PruningCallback:
         self.trial.report(value, report.epoch)
         if self.trial.should_prune():
             self.pruned_at = report.epoch
-            mlflow.set_tags({"optuna.trial_state": "PRUNED", "optuna.pruned_at_epoch": str(report.epoch)})
+            store_write(mlflow.set_tags, {"optuna.trial_state": "PRUNED",
+                                          "optuna.pruned_at_epoch": str(report.epoch)})
             raise StopTraining
 
 
@@ -108,9 +110,9 @@ class Objective:
             self._record_failure(trial, f"objective {self.objective} is {value}")
             raise DivergenceError(f"objective {self.objective} is {value}")
         client = mlflow.MlflowClient()
-        client.set_tag(result.run_id, "optuna.trial_state", "COMPLETE")
-        client.set_tag(result.run_id, "optuna.objective", self.objective)
-        client.log_metric(result.run_id, "objective", value)
+        store_write(client.set_tag, result.run_id, "optuna.trial_state", "COMPLETE")
+        store_write(client.set_tag, result.run_id, "optuna.objective", self.objective)
+        store_write(client.log_metric, result.run_id, "objective", value)
         return value
 
     @staticmethod
@@ -119,5 +121,5 @@ class Objective:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             client = mlflow.MlflowClient()
-            client.set_tag(run_id, "optuna.trial_state", "FAIL")
-            client.set_tag(run_id, "fail_reason", reason[:5000])
+            store_write(client.set_tag, run_id, "optuna.trial_state", "FAIL")
+            store_write(client.set_tag, run_id, "fail_reason", reason[:5000])

@@ -18,6 +18,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
+from qvae.runs import store_write
+
 from .objective import MODEL_URI_ATTR, RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def register_champion(study: optuna.Study, name: str, alias: str = "champion", o
     moved = False
     if previous is None or _beats(best.value, previous, objective, study.direction):
         if previous is None or previous.version != version.version:
-            client.set_registered_model_alias(name, alias, version.version)
+            store_write(client.set_registered_model_alias, name, alias, version.version)
             moved = True
     else:
         log.info("%s@%s stays at version %s (objective %s %s) over this study's best %.6g", name, alias,
@@ -59,7 +61,8 @@ def register_champion(study: optuna.Study, name: str, alias: str = "champion", o
 def _version_for_trial(client: MlflowClient, name: str, study_name: str, trial: optuna.trial.FrozenTrial,
                        objective: str) -> tuple[ModelVersion, bool]:
     try:
-        client.create_registered_model(name, description="QVAE MNIST generators registered by the tuning study")
+        store_write(client.create_registered_model, name,
+                    description="QVAE MNIST generators registered by the tuning study")
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -71,9 +74,9 @@ def _version_for_trial(client: MlflowClient, name: str, study_name: str, trial: 
     tags = {"study": study_name, "trial_number": str(trial.number), "objective_name": objective,
             "objective_value": repr(float(trial.value)), "direction": "minimize", "run_id": run_id,
             **{f"param.{k}": str(v) for k, v in trial.params.items()}}
-    version = mlflow.register_model(trial.user_attrs[MODEL_URI_ATTR], name, tags=tags)
+    version = store_write(mlflow.register_model, trial.user_attrs[MODEL_URI_ATTR], name, tags=tags)
     description = f"study {study_name}, trial {trial.number}, {objective} = {trial.value:.6g}"
-    client.update_model_version(name, version.version, description=description)
+    store_write(client.update_model_version, name, version.version, description=description)
     return client.get_model_version(name, version.version), True
 
 

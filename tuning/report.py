@@ -15,6 +15,8 @@ import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from qvae.runs import store_write  # noqa: E402
+
 from .objective import RUN_ID_ATTR  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ def log_study_report(study: optuna.Study) -> None:
         frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration",
                                               "datetime_start", "datetime_complete"))
         frame.to_csv(table, index=False)
-        mlflow.log_artifact(str(table))
+        store_write(mlflow.log_artifact, str(table))
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
         for name, plot in PLOTS.items():
             if name == "param_importances.png" and len(complete) < 2:
@@ -51,13 +53,13 @@ def log_study_report(study: optuna.Study) -> None:
             figure.tight_layout()
             figure.savefig(Path(tmp) / name, dpi=110)
             plt.close(figure)
-            mlflow.log_artifact(str(Path(tmp) / name), artifact_path="study_plots")
+            store_write(mlflow.log_artifact, str(Path(tmp) / name), artifact_path="study_plots")
     counts = {state.name.lower(): sum(t.state == state for t in study.trials)
               for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-    mlflow.log_metrics({f"trials_{k}": v for k, v in counts.items()})
+    store_write(mlflow.log_metrics, {f"trials_{k}": v for k, v in counts.items()})
     if complete:
         best = study.best_trial
-        mlflow.log_metric("best_value", best.value)
-        mlflow.set_tags({"best_trial_number": str(best.number),
-                         "best_trial_run_id": str(best.user_attrs.get(RUN_ID_ATTR)),
-                         **{f"best_param.{k}": str(v) for k, v in best.params.items()}})
+        store_write(mlflow.log_metric, "best_value", best.value)
+        store_write(mlflow.set_tags, {"best_trial_number": str(best.number),
+                                      "best_trial_run_id": str(best.user_attrs.get(RUN_ID_ATTR)),
+                                      **{f"best_param.{k}": str(v) for k, v in best.params.items()}})

@@ -39,7 +39,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data import load_mnist_for
-from qvae.runs import file_lock, lost_creation_race, prepare_store, redact, retry_on_race
+from qvae.runs import (creation_raced, file_lock, flush_pending_writes, prepare_store, redact, store_write,
+                       tracked_run)
 from qvae.tracking import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.train import DivergenceError
 
@@ -152,9 +153,9 @@ class DeadWorkerCallback:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             client = mlflow.MlflowClient()
-            client.set_tag(run_id, "optuna.trial_state", "FAIL")
-            client.set_tag(run_id, "fail_reason", reason)
-            client.set_terminated(run_id, status="FAILED")
+            store_write(client.set_tag, run_id, "optuna.trial_state", "FAIL")
+            store_write(client.set_tag, run_id, "fail_reason", reason)
+            store_write(client.set_terminated, run_id, status="FAILED")
         fresh = copy.deepcopy(trial)
         fresh.user_attrs = {"retry_of": trial.number, "retry_reason": reason}  # the failed trial is frozen
         with warnings.catch_warnings():
@@ -230,8 +231,8 @@ def open_study(settings: StudySettings, seed: int = 0, worker: int = 0) -> optun
                                        direction="minimize", load_if_exists=True)
 
     # another process may create the tables or the study between check and insert
-    return retry_on_race(create, lambda err: isinstance(err, optuna.exceptions.DuplicatedStudyError)
-                         or lost_creation_race(err))
+    return store_write(create, retry_if=lambda err: isinstance(err, optuna.exceptions.DuplicatedStudyError)
+                       or creation_raced(err), attempts=6)
 
 
 def remaining_trials(study: optuna.Study, n_trials: int) -> int:
@@ -296,8 +297,8 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
     check_objective(settings.objective, options)
     prepare_store()  # the tracking store exists (or its server answers) before any worker starts
     study = open_study(settings, config.seed)  # create the study once, before any worker starts
-    with mlflow.start_run(run_name=options.run_name or f"study-{settings.study_name}") as parent:
-        mlflow.set_tags({"qvae.entry_point": "tune", "optuna.study_name": settings.study_name})
+    with tracked_run(run_name=options.run_name or f"study-{settings.study_name}") as parent:
+        store_write(mlflow.set_tags, {"qvae.entry_point": "tune", "optuna.study_name": settings.study_name})
         log_new_params({"study_name": settings.study_name, "storage_url": redact(settings.storage_url),
                            "optuna_sampler": settings.optuna_sampler, "pruner": settings.pruner, "seed": config.seed,
                            "n_trials": settings.n_trials, "workers": settings.workers,
@@ -310,6 +311,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
         if not any(shares):
             log.warning("study %s already holds %d finished trials: nothing to run", settings.study_name,
                         settings.n_trials)
+        interrupted = False
         try:
             if settings.workers == 1:
                 run_worker(dataclasses.replace(spec, n_trials=shares[0]))
@@ -320,14 +322,18 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
                     missing = remaining_trials(study, settings.n_trials)
                     log.warning("worker process(es) %s died; running the %d missing trial(s) here", dead, missing)
                     run_worker(dataclasses.replace(spec, n_trials=missing))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the interrupted trial's run has ended (KILLED) on its way out
             log.warning("interrupted: registering the best finished trial so far")
-            mlflow.set_tag("optuna.interrupted", "true")
+            interrupted = True
+            store_write(mlflow.set_tag, "optuna.interrupted", "true")
         finally:
+            flush_pending_writes()
             study = open_study(settings)
             log_study_report(study)
             if settings.register_model:
                 register_champion(study, settings.register_model, settings.alias, settings.objective)
+        if interrupted:
+            store_write(mlflow.end_run, "KILLED")  # a person stopped the study
     return study
 
 
