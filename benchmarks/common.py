@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from qvae.prior import RBM
+from qvae.priors.rbm import RBM
 
 
 def cpu_name() -> str:

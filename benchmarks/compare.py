@@ -31,9 +31,9 @@ import torch
 from common import cpu_name
 
 from qvae.config import Config, JobOptions
-from qvae.data import load_mnist_for
-from qvae.models import build_model
-from qvae.scores import ScoreSettings, final_scores, score_details
+from qvae.data.mnist import load_mnist_for
+from qvae.metrics.scores import ScoreSettings, final_scores, score_details
+from qvae.models.build import build_model
 from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device, train
 
 MODELS = {"qvae": "QVAE (RBM 128x128)", "gaussian": "Gaussian VAE (256-d)"}

@@ -20,7 +20,7 @@ import torch
 from common import cpu_name
 
 from qvae.config import Config
-from qvae.data import load_mnist
+from qvae.data.mnist import load_mnist
 from qvae.train import elbo_key, estimate_log_z, evaluate, log_z_method, train
 
 KAIWU_EXAMPLE_SECONDS = "33-57"

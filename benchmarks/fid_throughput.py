@@ -1,4 +1,4 @@
-"""Images per second of the FID Inception feature extraction (`qvae.evaluate.InceptionFeatures`).
+"""Images per second of the FID Inception feature extraction (`qvae.metrics.fid.InceptionFeatures`).
 
 One forward pass yields every feature size that FID/KID read (2048 and 64 by default), so this is
 the per-image cost of `compute_fid` on each side; the real side is cached after its first call.
@@ -16,9 +16,9 @@ import os
 import time
 
 import torch
-
-from qvae.evaluate import InceptionFeatures, default_cache_dir
 from common import cpu_name
+
+from qvae.metrics.fid import InceptionFeatures, default_cache_dir
 
 
 def device_name(device: str) -> str:

@@ -1,4 +1,4 @@
-"""Spin updates per second of path-integral Monte Carlo (`qvae.qbm.PIMCSampler`) against PCD.
+"""Spin updates per second of path-integral Monte Carlo (`qvae.priors.qbm.PIMCSampler`) against PCD.
 
 A 128x128 QBM (the default latent split) with P = 16 Trotter slices and 256 chains: one PIMC sweep
 resamples chains x P x 256 spins, one PCD sweep chains x 256 (plus a final hidden layer per call).
@@ -16,10 +16,10 @@ import argparse
 import os
 
 import torch
-
-from qvae.qbm import PIMCSampler
-from qvae.samplers import PCDSampler
 from common import cpu_name, random_rbm, seconds_per_call
+
+from qvae.priors.qbm import PIMCSampler
+from qvae.priors.samplers import PCDSampler
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ import platform
 
 import numpy as np
 import torch
-
-from qvae.prior import RBM, exact_distribution
-from qvae.samplers import AnnealingSampler, PCDSampler, geometric_temperatures, kaiwu_temperatures
 from common import random_rbm, seconds_per_call
+
+from qvae.priors.rbm import RBM, exact_distribution
+from qvae.priors.samplers import AnnealingSampler, PCDSampler, geometric_temperatures, kaiwu_temperatures
 
 KAIWU_SCHEDULE = kaiwu_temperatures(100.0, 0.95, 0.001, 10)  # 2250 sweeps
 TV_SAMPLES = 20_000

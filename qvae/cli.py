@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-
-from .config import Config, ConfigError, JobOptions
+from qvae.config import Config, ConfigError, JobOptions
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: str = "",
@@ -108,7 +107,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .data import ensure_mnist
+    from qvae.data.fetch import ensure_mnist
 
     source = ensure_mnist(Path(args.data_dir))
     print(json.dumps({"source": source.name, "raw_dir": str(source.raw_dir), **dict(source.md5)}, indent=2))
@@ -116,8 +115,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .data import load_mnist_for
-    from .train import DivergenceError, train
+    from qvae.data.mnist import load_mnist_for
+    from qvae.train import DivergenceError, train
 
     config = config_from_args(args)  # validated before anything is written or downloaded
     _check_data_dir(config.data_dir)
@@ -131,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except DivergenceError as err:
         print(f"qvae train: error: the run diverged: {err}", file=sys.stderr)
         return 3
-    from .plots import write_pictures
+    from qvae.plots import write_pictures
 
     pictures = write_pictures(result.model, data.test_x, result.history, out, seed=config.seed)
     summary = {
@@ -151,8 +150,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options.validate(config)  # before MLflow is even imported: bad input records nothing
     _check_data_dir(config.data_dir)
 
-    from .tracking import run_main_job
-    from .train import DivergenceError
+    from qvae.tracking.job import run_main_job
+    from qvae.train import DivergenceError
 
     try:
         result = run_main_job(config, options)
@@ -164,7 +163,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_data_dir(data_dir: str) -> None:
-    from .data import DataError, check_data_dir
+    from qvae.data.fetch import DataError
+    from qvae.data.mnist import check_data_dir
 
     try:
         check_data_dir(data_dir)
@@ -175,7 +175,7 @@ def _check_data_dir(data_dir: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     import os
 
-    from .loading import ModelNotFoundError, load_generator, write_images
+    from qvae.tracking.loading import ModelNotFoundError, load_generator, write_images
 
     if args.sweeps == -1:
         args.sweeps = None
@@ -193,7 +193,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e generate`: keep the result
         import mlflow
 
-        from .runs import store_write, tracked_run
+        from qvae.tracking.store import store_write, tracked_run
 
         with tracked_run():
             if path.is_file():
@@ -211,9 +211,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Load any logged model and print (and optionally save) its FID/KID, test NLL and latent accuracy."""
     JobOptions(**{name: getattr(args, name) for name in SCORE_FLAGS}).validate(Config())  # 10 000 test images
 
-    from .data import load_mnist
-    from .loading import ModelNotFoundError, load_generator
-    from .scores import ScoreSettings, final_scores, score_details
+    from qvae.data.mnist import load_mnist
+    from qvae.metrics.scores import ScoreSettings, final_scores, score_details
+    from qvae.tracking.loading import ModelNotFoundError, load_generator
 
     try:
         model = load_generator(args.model, device=args.device).model

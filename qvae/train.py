@@ -18,13 +18,15 @@ from typing import Any, Iterable, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config
-from .data import MnistData, batches, binarize_batch, num_batches, train_mean
-from .model import QVAE
-from .models import build_model
-from .prior import RBM
-from .qbm import MAX_EXACT_QUBITS, estimate_qbm_log_z, exact_qbm_log_partition
-from .samplers import Sampler, make_sampler
+from qvae.config import Config
+from qvae.data.mnist import MnistData, batches, binarize_batch, num_batches, train_mean
+from qvae.models.build import build_model
+from qvae.models.qvae import QVAE
+from qvae.priors.build import make_sampler
+from qvae.priors.qbm import estimate_qbm_log_z
+from qvae.priors.qbm_exact import MAX_EXACT_QUBITS, exact_qbm_log_partition
+from qvae.priors.rbm import RBM
+from qvae.priors.samplers import Sampler
 
 CHECKPOINT_VERSION = 1
 EXACT_LOG_Z_MAX_STATES = 2**16  # enumerate the smaller layer up to this many states, else AIS

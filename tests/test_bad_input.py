@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from pathlib import Path
 
 import mlflow
 import pytest

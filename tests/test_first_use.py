@@ -23,7 +23,7 @@ CROWD = """
 import sys, time
 from pathlib import Path
 import mlflow
-from qvae.runs import prepare_store
+from qvae.tracking.store import prepare_store
 from tuning.study import StudySettings, open_study
 
 me, barrier, stores = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]

@@ -8,9 +8,9 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from qvae.config import Config
-from qvae.gaussian import GaussianVAE, gaussian_kl
-from qvae.model import QVAE
-from qvae.models import build_model
+from qvae.models.build import build_model
+from qvae.models.gaussian import GaussianVAE, gaussian_kl
+from qvae.models.qvae import QVAE
 from qvae.train import load_checkpoint, train
 
 TINY = dict(input_dim=12, hidden_dim=16, latent_dim=4, num_visible=2, num_hidden=2, prior="gaussian", device="cpu")

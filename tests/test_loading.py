@@ -19,8 +19,8 @@ from PIL import Image
 
 import qvae
 from qvae.config import Config, JobOptions
-from qvae.loading import ModelNotFoundError
-from qvae.tracking import run_main_job
+from qvae.tracking.job import run_main_job
+from qvae.tracking.loading import ModelNotFoundError
 from tests.servers import answers
 from tests.waiting import wait_until
 

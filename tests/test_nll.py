@@ -17,10 +17,10 @@ import scipy.linalg
 import torch
 
 from qvae.config import Config
-from qvae.gaussian import GaussianVAE
-from qvae.model import QVAE
-from qvae.nll import log_likelihoods
-from qvae.nll import test_nll as iw_test_nll
+from qvae.metrics.nll import log_likelihoods
+from qvae.metrics.nll import test_nll as iw_test_nll
+from qvae.models.gaussian import GaussianVAE
+from qvae.models.qvae import QVAE
 
 TINY = dict(input_dim=6, hidden_dim=8, latent_dim=6, num_visible=3, num_hidden=3, dist_beta=1.0, device="cpu")
 

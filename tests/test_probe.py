@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from qvae.config import Config
-from qvae.model import QVAE
-from qvae.probe import latent_probe, train_probe
+from qvae.metrics.probe import latent_probe, train_probe
+from qvae.models.qvae import QVAE
 
 
 def clusters(n: int, seed: int, dim: int = 16, classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

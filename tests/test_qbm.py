@@ -15,24 +15,26 @@ import numpy as np
 import pytest
 import torch
 
-from qvae.kaiwu_bridge import SamplerIsingSolver
-from qvae.prior import RBM, all_binary_states, exact_distribution, state_index
-from qvae.qbm import (
+from qvae.priors.kaiwu import SamplerIsingSolver
+from qvae.priors.qbm import (
     PIMCSampler,
     chain_log_partition,
     estimate_qbm_log_z,
+    path_energy,
+    sample_ising_paths,
+    seeded_qbm_states,
+)
+from qvae.priors.qbm_exact import (
     exact_qbm_log_partition,
     exact_qbm_z_distribution,
     exact_trotter_log_partition,
     exact_trotter_z_distribution,
-    path_energy,
-    sample_ising_paths,
-    seeded_qbm_states,
     trotter_coupling,
 )
-from qvae.samplers import Sampler
+from qvae.priors.rbm import RBM, all_binary_states, exact_distribution, state_index
+from qvae.priors.samplers import Sampler
 
-from .test_prior import random_rbm
+from .test_rbm import random_rbm
 from .tv import empirical_tv, tv_bound
 
 GAMMA = 1.0

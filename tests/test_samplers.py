@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from qvae.config import Config
-from qvae.prior import all_binary_states, exact_distribution
-from qvae.samplers import (AnnealingSampler, PCDSampler, geometric_temperatures, kaiwu_temperatures,
-                           make_sampler)
+from qvae.priors.build import make_sampler
+from qvae.priors.rbm import all_binary_states, exact_distribution
+from qvae.priors.samplers import AnnealingSampler, PCDSampler, geometric_temperatures, kaiwu_temperatures
 
-from .test_prior import random_rbm
+from .test_rbm import random_rbm
 from .tv import empirical_tv, tv_bound
 
 N = 100_000  # independent chains, one sample each: iid up to the chains' mixing

@@ -13,10 +13,10 @@ from mlflow import MlflowClient
 import qvae
 from qvae.cli import main
 from qvae.config import Config, ConfigError, JobOptions
-from qvae.data import load_mnist
-from qvae.gaussian import GaussianVAE
-from qvae.nll import test_nll as iw_test_nll
-from qvae.tracking import run_main_job
+from qvae.data.mnist import load_mnist
+from qvae.metrics.nll import test_nll as iw_test_nll
+from qvae.models.gaussian import GaussianVAE
+from qvae.tracking.job import run_main_job
 
 TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8, train_size=1000,
             test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8,

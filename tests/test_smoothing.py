@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from qvae.smoothing import OverlappingExponential
+from qvae.models.smoothing import OverlappingExponential
 
 
 @pytest.mark.parametrize("beta", [1.0, 10.0, 40.0])

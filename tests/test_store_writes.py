@@ -18,7 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from qvae.runs import store_busy, store_write
+from qvae.tracking.store import store_busy, store_write
 from tests.servers import MLFLOW_BUSY_TIMEOUT_S, hold_write_lock, writable_now
 
 
@@ -31,7 +31,7 @@ def test_a_write_outlasts_a_lock_longer_than_mlflows_own_busy_timeout(db, caplog
     client = MlflowClient()
     run_id = client.create_run("0").info.run_id
     holder = hold_write_lock(db, MLFLOW_BUSY_TIMEOUT_S + 5)
-    with caplog.at_level(logging.WARNING, logger="qvae.runs"):
+    with caplog.at_level(logging.WARNING, logger="qvae.tracking.store"):
         store_write(client.set_tag, run_id, "written", "after the lock")
     holder.wait()
     assert "store busy" in caplog.text  # MLflow's own attempt failed: the retry did the work

@@ -14,13 +14,12 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
+from tests.servers import MLFLOW_BUSY_TIMEOUT_S, hold_write_lock
+from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 from tuning.objective import RUN_ID_ATTR
 from tuning.registry import register_champion
 from tuning.space import SearchSpace
 from tuning.study import StudySettings, open_study, redact, run_study
-
-from tests.servers import MLFLOW_BUSY_TIMEOUT_S, hold_write_lock
-from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 
 BASE = dict(epochs=3, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8,
             train_size=300, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from qvae.prior import state_index
+from qvae.priors.rbm import state_index
 
 
 def empirical_tv(samples: torch.Tensor, exact: torch.Tensor) -> float:

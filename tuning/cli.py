@@ -15,10 +15,9 @@ from typing import Sequence
 
 from qvae.cli import _add_config_flags, add_dataclass_flags, config_from_args, picked_flags
 from qvae.config import ConfigError, JobOptions
-
-from .objective import check_objective
-from .space import SearchSpace
-from .study import StudySettings, WorkerSpec, run_study, run_worker
+from tuning.objective import check_objective
+from tuning.space import SearchSpace
+from tuning.study import StudySettings, WorkerSpec, run_study, run_worker
 
 # Per-trial job defaults: cheaper pictures than the main job, FID on 1000 samples.
 TRIAL_DEFAULTS = {"fid_samples": 1000, "tsne_interval": 0, "tsne_final_points": 0}

@@ -17,12 +17,11 @@ import mlflow
 import optuna
 
 from qvae.config import Config, ConfigError, JobOptions
-from qvae.data import MnistData
-from qvae.runs import store_write
+from qvae.data.mnist import MnistData
+from qvae.tracking.job import run_main_job
+from qvae.tracking.store import store_write
 from qvae.train import DivergenceError, EpochReport, StopTraining, elbo_key
-from qvae.tracking import run_main_job
-
-from .space import SearchSpace
+from tuning.space import SearchSpace
 
 OBJECTIVES = ("fid", "val_neg_elbo", "test_nll")
 RUN_ID_ATTR = "mlflow_run_id"

@@ -18,9 +18,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from optuna.trial import TrialState
 
-from qvae.runs import store_write
-
-from .objective import MODEL_URI_ATTR, RUN_ID_ATTR
+from qvae.tracking.store import store_write
+from tuning.objective import MODEL_URI_ATTR, RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
 

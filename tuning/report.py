@@ -15,9 +15,8 @@ import mlflow  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from qvae.runs import store_write  # noqa: E402
-
-from .objective import RUN_ID_ATTR  # noqa: E402
+from qvae.tracking.store import store_write  # noqa: E402
+from tuning.objective import RUN_ID_ATTR  # noqa: E402
 
 log = logging.getLogger(__name__)
 

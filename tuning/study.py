@@ -38,14 +38,20 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
-from qvae.data import load_mnist_for
-from qvae.runs import (creation_raced, file_lock, flush_pending_writes, prepare_store, redact, store_write,
-                       tracked_run)
-from qvae.tracking import DEFAULT_REGISTERED_MODEL, log_new_params
+from qvae.data.mnist import load_mnist_for
+from qvae.tracking.job import DEFAULT_REGISTERED_MODEL, log_new_params
+from qvae.tracking.store import (
+    creation_raced,
+    file_lock,
+    flush_pending_writes,
+    prepare_store,
+    redact,
+    store_write,
+    tracked_run,
+)
 from qvae.train import DivergenceError
-
-from .objective import OBJECTIVES, RUN_ID_ATTR, WORKER_ATTR, Objective, check_objective
-from .space import SearchSpace
+from tuning.objective import OBJECTIVES, RUN_ID_ATTR, WORKER_ATTR, Objective, check_objective
+from tuning.space import SearchSpace
 
 log = logging.getLogger(__name__)
 DEFAULT_JOURNAL = "optuna-journal.log"
@@ -288,8 +294,8 @@ def run_worker(spec: WorkerSpec) -> None:
 
 def run_study(settings: StudySettings, config: Config, space: SearchSpace, options: JobOptions) -> optuna.Study:
     """The coordinator: parent run, workers, then plots, the trial table and the champion."""
-    from .registry import register_champion
-    from .report import log_study_report
+    from tuning.registry import register_champion
+    from tuning.report import log_study_report
 
     settings.validate()
     space.validate()

@@ -20,7 +20,7 @@ that is sqrt(cosh a sinh a) * exp(J s s'): a ferromagnetic coupling J between id
 neighbouring slices. Since s s' = 1 - 2 [z != z'], in binary variables each bond costs 2 J per
 disagreement plus the constant -(J + log sqrt(cosh a sinh a)) = -log cosh a (n P bonds). Each
 slice sees E / P. The error of the z-marginal is O((Gamma / P)^2). `path_energy` is S;
-`exact_trotter_z_distribution` is the finite-P marginal that `PIMCSampler` targets exactly.
+`qbm_exact.exact_trotter_z_distribution` is the finite-P marginal that `PIMCSampler` targets exactly.
 """
 
 from __future__ import annotations
@@ -34,103 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .prior import RBM, all_binary_states
-from .samplers import _GeneratorState, bernoulli
-
-MAX_EXACT_QUBITS = 12
-
-
-# ---------------------------------------------------------------- exact quantum mechanics (small n)
-def _check_gamma(gamma: float, name: str = "gamma") -> float:
-    gamma = float(gamma)
-    if not (math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {gamma}")
-    return gamma
-
-
-def _diagonal_energies(rbm: RBM) -> Tensor:
-    """E(z) over all 2^n states (float64, CPU), refusing systems too large for dense matrices."""
-    n = rbm.num_units
-    if n > MAX_EXACT_QUBITS:
-        raise ValueError(f"exact quantum Boltzmann distribution needs a dense 2^{n} x 2^{n} matrix; "
-                         f"only n = num_visible + num_hidden <= {MAX_EXACT_QUBITS} is supported, got {n}")
-    exact = RBM(rbm.num_visible, rbm.num_hidden).double()  # not prior._double: that rounds to float32
-    exact.load_state_dict({k: v.detach().to("cpu", torch.float64) for k, v in rbm.state_dict().items()})
-    with torch.no_grad():
-        return exact.energy(all_binary_states(n, dtype=torch.float64))
-
-
-def _flip_masks(n: int) -> list[int]:
-    """XOR masks of sigma^x_i on lexicographic state indices (unit 0 is the highest bit)."""
-    return [1 << (n - 1 - i) for i in range(n)]
-
-
-def qbm_hamiltonian(rbm: RBM, gamma: float) -> Tensor:
-    """Dense H = diag(E(z)) - Gamma sum_i sigma^x_i, (2^n, 2^n) float64, lexicographic basis."""
-    gamma = _check_gamma(gamma)
-    energies = _diagonal_energies(rbm)
-    index = torch.arange(len(energies))
-    hamiltonian = torch.diag(energies)
-    for mask in _flip_masks(rbm.num_units):
-        hamiltonian[index, index ^ mask] = -gamma
-    return hamiltonian
-
-
-def _eigen(rbm: RBM, gamma: float) -> tuple[Tensor, Tensor]:
-    return torch.linalg.eigh(qbm_hamiltonian(rbm, gamma))
-
-
-def exact_qbm_z_distribution(rbm: RBM, gamma: float) -> Tensor:
-    """p(z) = <z|e^{-H}|z> / Tr e^{-H} over all 2^n states (float64, CPU, order of `all_binary_states`)."""
-    eigenvalues, vectors = _eigen(rbm, gamma)
-    weights = torch.exp(-(eigenvalues - eigenvalues.min()))
-    diagonal = (vectors**2) @ weights
-    return diagonal / diagonal.sum()
-
-
-def exact_qbm_log_partition(rbm: RBM, gamma: float) -> float:
-    """log Tr e^{-H} from the spectrum of the dense Hamiltonian."""
-    eigenvalues, _ = _eigen(rbm, gamma)
-    return torch.logsumexp(-eigenvalues, 0).item()
-
-
-def exact_trotter_z_distribution(rbm: RBM, gamma: float, slices: int) -> Tensor:
-    """The z-marginal of one slice of the P-slice path integral: diag((D T)^P) / Tr.
-
-    D = e^{-diag(E)/P}, T = e^{(Gamma/P) sum_i sigma^x_i}. This is what `PIMCSampler` samples
-    exactly (at any P); it tends to `exact_qbm_z_distribution` as P grows.
-    """
-    step, _ = _trotter_step(rbm, gamma, slices)
-    diagonal = torch.linalg.matrix_power(step, slices).diagonal()
-    return diagonal / diagonal.sum()
-
-
-def _trotter_step(rbm: RBM, gamma: float, slices: int) -> tuple[Tensor, float]:
-    """(D T with D = e^{-(diag(E) - shift)/P}, shift = min E): (D T)^P = e^{-shift} (D_unshifted T)^P."""
-    gamma = _check_gamma(gamma)
-    if slices < 1:
-        raise ValueError(f"slices must be >= 1, got {slices}")
-    energies = _diagonal_energies(rbm)
-    a = gamma / slices
-    single = torch.tensor([[math.cosh(a), math.sinh(a)], [math.sinh(a), math.cosh(a)]], dtype=torch.float64)
-    transfer = torch.ones(1, 1, dtype=torch.float64)
-    for _ in range(rbm.num_units):
-        transfer = torch.kron(transfer, single)
-    shift = energies.min().item()
-    return torch.exp(-(energies - shift) / slices)[:, None] * transfer, shift
-
-
-def exact_trotter_log_partition(rbm: RBM, gamma: float, slices: int) -> float:
-    """log Tr (D T)^P: the P-slice approximation of log Tr e^{-H} that `estimate_qbm_log_z` targets."""
-    step, shift = _trotter_step(rbm, gamma, slices)
-    return math.log(torch.linalg.matrix_power(step, slices).trace().item()) - shift
-
-
-# ---------------------------------------------------------------- the path-integral mapping
-def trotter_coupling(gamma: float, slices: int) -> float:
-    """J_perp = -1/2 log tanh(Gamma / P) (spin convention); inf when Gamma = 0 (slices locked)."""
-    a = gamma / slices
-    return math.inf if a == 0.0 else -0.5 * math.log(math.tanh(a))
+from qvae.priors.qbm_exact import check_gamma, trotter_coupling
+from qvae.priors.rbm import RBM
+from qvae.priors.samplers import GeneratorState, bernoulli
 
 
 def path_energy(prior: RBM, v: Tensor, h: Tensor, gamma: float) -> Tensor:
@@ -187,8 +93,8 @@ class PIMCSampler:
             raise ValueError(f"sweeps must be >= 1, got {sweeps}")
         if update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}; got {update!r}")
-        gamma = _check_gamma(gamma)
-        schedule = None if anneal_gamma is None else [_check_gamma(g, "each anneal_gamma value")
+        gamma = check_gamma(gamma)
+        schedule = None if anneal_gamma is None else [check_gamma(g, "each anneal_gamma value")
                                                       for g in anneal_gamma]
         if schedule is not None and not schedule:
             raise ValueError("anneal_gamma must hold at least one Gamma (one per sweep)")
@@ -197,7 +103,7 @@ class PIMCSampler:
         self.anneal_gamma, self.update = schedule, update
         self.visible: Tensor | None = None
         self.hidden: Tensor | None = None
-        self._rng = _GeneratorState(seed)
+        self._rng = GeneratorState(seed)
 
     @torch.no_grad()
     def sample(self, prior: RBM, n: int | None = None) -> Tensor:
@@ -356,7 +262,7 @@ def estimate_qbm_log_z(prior: RBM, gamma: float, slices: int, num_chains: int = 
     world-line Gibbs transitions. Estimator of Z unbiased, log Z a stochastic lower bound; the
     Trotter error O((Gamma / P)^2) is not in the standard error. Gamma = 0 is the RBM's AIS.
     """
-    gamma = _check_gamma(gamma)
+    gamma = check_gamma(gamma)
     if gamma == 0:
         return prior.log_partition_ais(num_chains, num_betas, generator)
     if num_chains < 2 or num_betas < 2:
@@ -410,19 +316,12 @@ def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: float, slices: 
 
 
 __all__ = [
-    "MAX_EXACT_QUBITS",
     "UPDATES",
     "PIMCSampler",
     "chain_log_partition",
     "estimate_qbm_log_z",
-    "exact_qbm_log_partition",
-    "exact_qbm_z_distribution",
-    "exact_trotter_log_partition",
-    "exact_trotter_z_distribution",
     "path_energy",
     "pimc_sweep",
-    "qbm_hamiltonian",
     "sample_ising_paths",
     "seeded_qbm_states",
-    "trotter_coupling",
 ]

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from qvae.prior import (RBM, all_binary_states, binary_to_spins, exact_distribution, ising_energy,
-                        spins_to_binary, state_index)
+from qvae.priors.rbm import (
+    RBM,
+    all_binary_states,
+    binary_to_spins,
+    exact_distribution,
+    ising_energy,
+    spins_to_binary,
+    state_index,
+)
 
 
 def random_rbm(nv: int, nh: int, scale: float = 1.0, seed: int = 0) -> RBM:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .config import Config
-from .gaussian import GaussianVAE
-from .model import QVAE
+from qvae.config import Config
+from qvae.models.gaussian import GaussianVAE
+from qvae.models.qvae import QVAE
 
 Model = QVAE | GaussianVAE
 MODEL_CLASSES = (QVAE, GaussianVAE)

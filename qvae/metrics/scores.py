@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from .model import image_seeds
-from .nll import DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS, NllResult, test_nll
-from .probe import DEFAULT_EPOCHS, ProbeResult, latent_probe
+from qvae.metrics.nll import DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS, NllResult, test_nll
+from qvae.metrics.probe import DEFAULT_EPOCHS, ProbeResult, latent_probe
+from qvae.models.qvae import image_seeds
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ScoreSettings:
 
 def fid_scores(model: Any, test_x: torch.Tensor, settings: ScoreSettings, progress: bool = False) -> dict[str, float]:
     """FID (2048 and 64 features) and KID of request seed 0's images against the first test images."""
-    from .evaluate import compute_fid
+    from qvae.metrics.fid import compute_fid
 
     device = model.train_bias.device
     n = settings.fid_samples

@@ -12,15 +12,15 @@ import pytest
 import torch
 from kaiwu.core import IsingSolver
 
-from qvae.kaiwu_bridge import (
+from qvae.priors.kaiwu import (
     IsingSolverSampler,
     KaiwuUnavailableError,
     SamplerIsingSolver,
     bipartition,
     load_kaiwu_solver,
 )
-from qvae.prior import RBM, all_binary_states, exact_distribution, ising_energy, state_index
-from qvae.samplers import AnnealingSampler, PCDSampler
+from qvae.priors.rbm import RBM, all_binary_states, exact_distribution, ising_energy, state_index
+from qvae.priors.samplers import AnnealingSampler, PCDSampler
 
 NV, NH = 3, 3
 K = 2 ** (NV + NH)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .model import QVAE, image_seeds
-from .models import MODEL_CLASSES
-from .train import resolve_device
+from qvae.models.build import MODEL_CLASSES
+from qvae.models.qvae import QVAE, image_seeds
+from qvae.train import resolve_device
 
 BYTES_PER_IMAGE_BUDGET = 4 * 784 * 4  # the float32 result plus generation's working copies
 
@@ -137,7 +137,7 @@ def write_images(images: torch.Tensor, path: Path, fmt: str) -> Path:
 
     import numpy as np
 
-    from .plots import grid_image
+    from qvae.plots import grid_image
 
     if fmt == "npy":
         np.save(path, images.cpu().numpy().astype(np.float32))

@@ -10,15 +10,12 @@ device and expose state_dict / load_state_dict so a checkpoint resumes them exac
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from .prior import RBM
-
-if TYPE_CHECKING:
-    from .config import Config
+from qvae.priors.rbm import RBM
 
 
 @runtime_checkable
@@ -53,7 +50,7 @@ def gibbs_sweeps(prior: RBM, v: Tensor, sweeps: int, generator: torch.Generator 
     return v, h
 
 
-class _GeneratorState:
+class GeneratorState:
     """Owns a seeded torch.Generator that follows the prior to its device."""
 
     def __init__(self, seed: int) -> None:
@@ -95,7 +92,7 @@ class PCDSampler:
         self.num_chains = num_chains
         self.sweeps = sweeps
         self.chains: Tensor | None = None
-        self._rng = _GeneratorState(seed)
+        self._rng = GeneratorState(seed)
 
     @torch.no_grad()
     def sample(self, prior: RBM, n: int | None = None) -> Tensor:
@@ -151,7 +148,7 @@ class AnnealingSampler:
             raise ValueError("temperatures must satisfy 0 < final_temperature <= initial_temperature")
         self.num_chains = num_chains
         self.temperatures = temperatures or geometric_temperatures(initial_temperature, final_temperature, sweeps)
-        self._rng = _GeneratorState(seed)
+        self._rng = GeneratorState(seed)
 
     @torch.no_grad()
     def sample(self, prior: RBM, n: int | None = None) -> Tensor:
@@ -171,22 +168,3 @@ class AnnealingSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.temperatures, self.num_chains = list(state["temperatures"]), state["num_chains"]
         self._rng.load(state["rng"])
-
-
-def make_sampler(config: Config) -> Sampler:
-    """The negative-phase sampler a config asks for (`sampler`, `sampler_chains`, ...)."""
-    if config.sampler == "pcd":
-        return PCDSampler(config.sampler_chains, config.sampler_sweeps, seed=config.seed)
-    if config.sampler == "sa":
-        return AnnealingSampler(config.sampler_chains, config.sampler_sweeps, config.sa_initial_temperature,
-                                config.sa_final_temperature, seed=config.seed)
-    if config.sampler == "kaiwu":
-        from .kaiwu_bridge import IsingSolverSampler, load_kaiwu_solver
-
-        return IsingSolverSampler(load_kaiwu_solver(config.kaiwu_solver), seed=config.seed)
-    if config.sampler == "pimc":
-        from .qbm import PIMCSampler
-
-        return PIMCSampler(config.sampler_chains, config.trotter_slices, config.sampler_sweeps, config.gamma,
-                           seed=config.seed)
-    raise ValueError(f"sampler must be one of pcd, sa, kaiwu, pimc; got {config.sampler!r}")

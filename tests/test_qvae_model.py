@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from qvae.config import Config
-from qvae.model import QVAE
-from qvae.prior import all_binary_states
+from qvae.models.qvae import QVAE
+from qvae.priors.rbm import all_binary_states
 
 TINY = dict(input_dim=12, hidden_dim=16, latent_dim=6, num_visible=3, num_hidden=3, train_size=0)
 
@@ -137,7 +137,7 @@ def test_generate_from_seeds_samples_the_prior():
 
 def test_image_seeds_of_different_requests_give_different_images():
     """Seeds that agree in their low 32 bits must still give different images."""
-    from qvae.model import image_seeds
+    from qvae.models.qvae import image_seeds
 
     model = tiny_model(7).float()
     a = model.generate_from_seeds(image_seeds(1, 3), sweeps=5)
@@ -152,7 +152,7 @@ QUANTUM = dict(gamma=1.0, sampler="pimc", trotter_slices=16)
 
 def brute_force_quantum_kl(model: QVAE, x: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || p_Gamma(z)) with the QBM's z-basis distribution from dense diagonalisation."""
-    from qvae.qbm import exact_qbm_z_distribution
+    from qvae.priors.qbm_exact import exact_qbm_z_distribution
 
     states = all_binary_states(6, dtype=torch.float64)
     log_p = exact_qbm_z_distribution(model.prior, model.gamma).log()
@@ -164,7 +164,7 @@ def brute_force_quantum_kl(model: QVAE, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
 def test_q_elbo_kl_is_an_upper_bound_on_the_quantum_kl(gamma):
     """kl_unnormalized + log Tr e^{-H} >= KL(q || p_Gamma), with equality at Gamma = 0."""
-    from qvae.qbm import exact_qbm_log_partition
+    from qvae.priors.qbm_exact import exact_qbm_log_partition
 
     model = tiny_model(8, **{**QUANTUM, "gamma": gamma, "sampler": "pimc" if gamma else "pcd"})
     x = torch.rand(6, 12, dtype=torch.float64)
@@ -179,7 +179,7 @@ def test_q_elbo_kl_is_an_upper_bound_on_the_quantum_kl(gamma):
 def test_quantum_negative_phase_gives_the_q_elbo_gradient():
     """With negatives from the QBM's z-basis law, d kl_surrogate = d (kl_unnormalized + log Tr e^{-H})
     for the diagonal parameters (log Tr e^{-H} differentiated by central differences)."""
-    from qvae.qbm import exact_qbm_log_partition, exact_qbm_z_distribution
+    from qvae.priors.qbm_exact import exact_qbm_log_partition, exact_qbm_z_distribution
 
     model = tiny_model(9, **QUANTUM)
     x = torch.rand(8, 12, dtype=torch.float64)
@@ -204,7 +204,8 @@ def test_quantum_negative_phase_gives_the_q_elbo_gradient():
 
 
 def test_quantum_generation_samples_the_qbm_and_depends_only_on_each_seed():
-    from qvae.qbm import exact_qbm_z_distribution, exact_trotter_z_distribution
+    from qvae.priors.qbm_exact import exact_qbm_z_distribution, exact_trotter_z_distribution
+
     from .tv import empirical_tv, tv_bound
 
     model = tiny_model(10, **{**QUANTUM, "gamma": 2.0}).float()

@@ -29,7 +29,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .config import Config, ConfigError
+from qvae.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import binarize_batch
+from qvae.data.mnist import binarize_batch
 
 # DVAE#'s protocol (GPU defaults) and a CPU-sized variant (about a minute on 2 cores).
 DEFAULT_SAMPLES, DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS = 4000, 1000, 1000
@@ -86,8 +86,8 @@ def prior_log_z(model: Any, ais_chains: int = DEFAULT_AIS_CHAINS, ais_betas: int
     `method`: auto (the training loop's rule, `qvae.train.log_z_method`: exact when small enough,
     else AIS with `ais_chains` x `ais_betas`), exact, or ais (AIS even where enumeration is possible).
     """
-    from .qbm import estimate_qbm_log_z
-    from .train import estimate_log_z, log_z_method
+    from qvae.priors.qbm import estimate_qbm_log_z
+    from qvae.train import estimate_log_z, log_z_method
 
     if method not in ("auto", "exact", "ais"):
         raise ValueError(f"method must be auto, exact or ais, got {method!r}")

@@ -34,7 +34,7 @@ class QVAEGenerator(PythonModel):
         import torch
 
         from qvae.config import Config
-        from qvae.models import build_model
+        from qvae.models.build import build_model
         from qvae.train import resolve_device
 
         meta = json.loads(open(context.artifacts["config"]).read())
@@ -71,7 +71,7 @@ def seeds_from_input(model_input: Any, params: dict[str, Any]) -> list[int]:
     if num_images < 0 or num_images > MAX_IMAGES_PER_CALL:
         raise ValueError(f"num_images must be in 0..{MAX_IMAGES_PER_CALL} (0: one image per seed), got {num_images}")
     if num_images:
-        from qvae.model import image_seeds
+        from qvae.models.qvae import image_seeds
 
         seeds = image_seeds(seeds[0] if seeds else 0, num_images)
     if not 1 <= len(seeds) <= MAX_IMAGES_PER_CALL:

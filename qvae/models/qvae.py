@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import Config
-from .prior import RBM
-from .qbm import uniform_paths, pimc_sweep, seeded_qbm_states
-from .samplers import Sampler, gibbs_sweeps, random_visible
-from .smoothing import OverlappingExponential
+from qvae.config import Config
+from qvae.models.smoothing import OverlappingExponential
+from qvae.priors.qbm import pimc_sweep, seeded_qbm_states, uniform_paths
+from qvae.priors.rbm import RBM
+from qvae.priors.samplers import Sampler, gibbs_sweeps, random_visible
 
 SEED_STRIDE = 2**32
 MAX_REQUEST_SEED = 2**31 - 1

@@ -1,0 +1,181 @@
+"""MNIST as tensors: the splits, batches on the training device, binarisation.
+
+``load_mnist`` reads the verified raw files (see ``qvae.data.fetch``) with numpy into flat float
+tensors; ``batches`` iterates over tensors already on the training device without a DataLoader.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from qvae.data.fetch import (
+    MNIST_SOURCES,
+    RAW_MD5,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DataError,
+    MnistSource,
+    ensure_mnist,
+    read_idx,
+)
+
+if TYPE_CHECKING:
+    from qvae.config import Config
+
+BINARIZE_MODES: tuple[str, ...] = ("none", "static", "dynamic")
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """Flattened MNIST splits on one device.
+
+    ``*_x`` are N×784 float32; intensities in [0, 1] for ``binarize`` "none" and "dynamic"
+    (the training loop calls ``binarize_batch`` per batch), values in {0, 1} for "static".
+    ``*_y`` are int64 labels.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: MnistSource
+    binarize: str = "none"
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def load_mnist(
+    data_dir: str | os.PathLike[str],
+    *,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    binarize: str = "none",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    sources: Sequence[str] = MNIST_SOURCES,
+    expected_md5: Mapping[str, str] = RAW_MD5,
+) -> MnistData:
+    """MNIST as flat float tensors on ``device`` (see ``MnistData``), fetched if needed.
+
+    ``train_size`` / ``test_size`` keep the first images in file order. Pixels are
+    uint8 / 255, as torchvision's ``ToTensor``. ``binarize="static"`` samples the whole
+    splits once from a generator seeded by ``seed`` (before subsetting, so a seed gives one
+    binary dataset whatever the sizes); "dynamic" leaves that to ``binarize_batch``.
+    """
+    if binarize not in BINARIZE_MODES:
+        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}")
+    source = ensure_mnist(data_dir, sources=sources, expected_md5=expected_md5)
+    train_x, train_y = _read_split(source.raw_dir, TRAIN_IMAGES, TRAIN_LABELS)
+    test_x, test_y = _read_split(source.raw_dir, TEST_IMAGES, TEST_LABELS)
+    n_train = _check_size("train_size", train_size, len(train_y))
+    n_test = _check_size("test_size", test_size, len(test_y))
+    if binarize == "static":
+        generator = torch.Generator().manual_seed(seed)
+        train_x = torch.bernoulli(train_x, generator=generator)
+        test_x = torch.bernoulli(test_x, generator=generator)
+    return MnistData(
+        train_x=train_x[:n_train].to(device),
+        train_y=train_y[:n_train].to(device),
+        test_x=test_x[:n_test].to(device),
+        test_y=test_y[:n_test].to(device),
+        source=source,
+        binarize=binarize,
+    )
+
+
+def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
+    """Raise ``DataError`` unless MNIST is already in ``data_dir`` or it can be fetched there
+    (the directory, or the nearest existing parent, is a writable directory)."""
+    raw_dir = Path(data_dir) / "MNIST" / "raw"
+    if all((raw_dir / name).is_file() for name in RAW_MD5):
+        return  # verified when loaded; a corrupted file is fetched again then
+    probe = Path(data_dir).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"data_dir must be a writable directory (MNIST is fetched into it when missing); "
+                        f"{data_dir!r} cannot be created or written ({probe} is not a writable directory)")
+
+
+def load_mnist_for(config: "Config", device: str | torch.device = "cpu") -> MnistData:
+    """The MNIST splits a config asks for (its data_dir, sizes with 0 = all, binarisation, seed)."""
+    return load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
+                      binarize=config.binarize, seed=config.seed, device=device)
+
+
+def _read_split(raw_dir: Path, images_file: str, labels_file: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N×784 float32 in [0, 1], N int64) from one split's idx files."""
+    images, labels = read_idx(raw_dir / images_file), read_idx(raw_dir / labels_file)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(
+            f"{raw_dir}: {images_file} {images.shape} does not match {labels_file} {labels.shape}"
+        )
+    x = torch.from_numpy(images.reshape(len(images), -1)).to(torch.float32).div_(255)
+    return x, torch.from_numpy(labels).to(torch.int64)
+
+
+def _check_size(name: str, size: int | None, available: int) -> int:
+    if size is None:
+        return available
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= available:
+        raise ValueError(f"{name} must be an int in 1..{available} (or None for all), got {size!r}")
+    return size
+
+
+def binarize_batch(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A fresh Bernoulli sample of intensities ``x`` (dynamic binarization, once per batch).
+
+    ``generator`` must live on ``x``'s device.
+    """
+    return torch.bernoulli(x, generator=generator)
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches ``batches`` yields for ``n`` items."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def batches(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x_batch, y_batch)`` over one epoch of tensors already on the training device.
+
+    With ``shuffle`` the order is one ``randperm`` drawn from ``generator`` (on any device);
+    without it batches are contiguous views in order.
+    """
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"x and y have different lengths: {n} != {y.shape[0]}")
+    count = num_batches(n, batch_size, drop_last)
+    if not shuffle:
+        for i in range(count):
+            yield x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]
+        return
+    perm_device = generator.device if generator is not None else x.device
+    perm = torch.randperm(n, generator=generator, device=perm_device).to(x.device)
+    for i in range(count):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        yield x.index_select(0, idx), y.index_select(0, idx.to(y.device))
+
+
+def train_mean(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mean over training images (N×D → D): centres encoder input, inits decoder bias."""
+    return x.mean(dim=0)
