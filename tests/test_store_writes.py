@@ -38,7 +38,16 @@ def test_a_write_outlasts_a_lock_longer_than_mlflows_own_busy_timeout(db, caplog
     assert client.get_run(run_id).data.tags["written"] == "after the lock"
 
 
-def test_ctrl_c_inside_a_write_takes_effect_after_the_write(db):
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, even where the test runner was started with SIGINT ignored
+    (a background job of a non-interactive shell, as CI may be)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_inside_a_write_takes_effect_after_the_write(db, ctrl_c_raises):
     client = MlflowClient()
     run_id = client.create_run("0").info.run_id
     holder = hold_write_lock(db, 3)

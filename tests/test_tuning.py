@@ -192,6 +192,14 @@ def test_search_space_can_search_the_transverse_field():
         SearchSpace(gamma_min=1.0, gamma_max=0.5)
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default disposition in the child, as in a terminal, even when this test runs as a
+    background job of a non-interactive shell (which starts it with SIGINT ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
     """SIGINT in the middle of a study: the finished trials' best model still becomes champion."""
     import signal
@@ -204,7 +212,8 @@ def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
          "--n-trials", "50", "--objective", "val_neg_elbo", "--register-model", "qvae-interrupted",
          "--fid-samples", "0", "--epochs", "6", "--data-dir", str(mnist_dir), "--no-progress",
          "--visible-min", "4", "--visible-step", "4", *[f for f in flags if not f.startswith("--epochs")]],
-        env=env, cwd=store, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env=env, cwd=store, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=ctrl_c_as_in_a_terminal)
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
 
     def a_trial_completed() -> bool:
