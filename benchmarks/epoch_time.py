@@ -4,7 +4,7 @@ An epoch here is everything `qvae train` does per epoch: 235 Adam steps with the
 the validation pass over the 10 000 test images, and the log Z estimate (AIS; for the QBM, AIS of
 the P-slice path integral). Each run is `sampler:gamma`: `pcd:0` is the classical default,
 `pimc:1` the QBM with a transverse field of 1 sampled by path-integral Monte Carlo (P =
---slices). The kaiwu-pytorch-plugin example reports 33-57 s per epoch on a CPU for the RBM.
+--slices). docs/results.md compares the figures with the kaiwu-pytorch-plugin example's epoch.
 
     python benchmarks/epoch_time.py [--epochs 3] [--device cpu|cuda] [--runs pcd:0 pimc:1] [--slices 16]
 """
@@ -21,7 +21,8 @@ from common import cpu_name
 
 from qvae.config import Config
 from qvae.data.mnist import load_mnist
-from qvae.train import elbo_key, estimate_log_z, evaluate, log_z_method, train
+from qvae.priors.build import log_z_method
+from qvae.train import elbo_key, evaluate, train
 
 KAIWU_EXAMPLE_SECONDS = "33-57"
 
@@ -38,7 +39,7 @@ def time_run(config: Config, data) -> dict[str, object]:
     sync()
     val_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    estimate_log_z(model.prior, config, gen)
+    model.latent_prior.log_z(config.log_z_chains, config.log_z_betas, gen)
     sync()
     last = result.history[-1]
     key = elbo_key(last, "val_")
@@ -74,7 +75,8 @@ def main() -> None:
           f"{'every epoch':24s} final")
     for label, method, r in rows:
         every = " ".join(f"{s:.1f}" for s in r["epochs"])
-        print(f"{label:24s} {r['median']:8.2f} {r['val']:8.2f} {r['log_z']:8.2f} {method:>16s}  {every:24s} {r['elbo']}")
+        print(f"{label:24s} {r['median']:8.2f} {r['val']:8.2f} {r['log_z']:8.2f} {method:>16s}  {every:24s} "
+              f"{r['elbo']}")
 
 
 if __name__ == "__main__":

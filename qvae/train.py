@@ -20,18 +20,13 @@ from tqdm.auto import tqdm
 
 from qvae.config import Config
 from qvae.data.mnist import MnistData, batches, binarize_batch, num_batches, train_mean
-from qvae.models.build import build_model
-from qvae.models.qvae import QVAE
-from qvae.priors.build import make_sampler
-from qvae.priors.qbm import estimate_qbm_log_z
-from qvae.priors.qbm_exact import MAX_EXACT_QUBITS, exact_qbm_log_partition
-from qvae.priors.rbm import RBM
+from qvae.models.build import Model, build_model
 from qvae.priors.samplers import Sampler
 
 CHECKPOINT_VERSION = 1
-EXACT_LOG_Z_MAX_STATES = 2**16  # enumerate the smaller layer up to this many states, else AIS
 LAST_CHECKPOINT = "last.pt"
-DIVERGED_LOSS = 1e8  # nats per image; MNIST losses are ~1e2 (a random decoder ~5e2): beyond it, or NaN/inf, the run diverged
+# nats per image; MNIST losses are ~1e2 (a random decoder ~5e2): beyond it, or NaN/inf, the run diverged
+DIVERGED_LOSS = 1e8
 DIVERGENCE_CHECK_STEPS = 20  # on accelerators: read the on-device health flag every N steps
 BEST_CHECKPOINT = "best.pt"
 
@@ -48,7 +43,7 @@ class DivergenceError(RuntimeError):
 class EpochReport:
     epoch: int
     metrics: dict[str, float]  # train terms plain, validation terms prefixed `val_`
-    model: QVAE
+    model: Model
     checkpoint: Path | None
     is_best: bool
 
@@ -59,7 +54,7 @@ class Callback(Protocol):
 
 @dataclass
 class TrainResult:
-    model: QVAE
+    model: Model
     sampler: Sampler | None  # None for prior=gaussian (no negative phase)
     history: list[dict[str, float]] = field(default_factory=list)
     device: str = "cpu"
@@ -81,35 +76,8 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def log_z_method(config: Config) -> str:
-    """How `estimate_log_z` gets log Z for this config: exact, ais, or ais_trotter_P<slices>.
-
-    RBM: exact by enumerating the smaller layer up to 2^16 states, else AIS. QBM (gamma > 0):
-    exact from the dense Hamiltonian up to 12 units, else AIS of the P-slice path integral, whose
-    Trotter error O((gamma / P)^2) is not part of the reported standard error.
-    """
-    if config.prior != "boltzmann":
-        return "none"  # a Gaussian prior is normalised: its KL is exact without any log Z
-    if config.gamma > 0:
-        return "exact" if config.latent_dim <= MAX_EXACT_QUBITS else f"ais_trotter_P{config.trotter_slices}"
-    return "exact" if 2 ** min(config.num_visible, config.num_hidden) <= EXACT_LOG_Z_MAX_STATES else "ais"
-
-
-def estimate_log_z(prior: RBM, config: Config, generator: torch.Generator) -> tuple[float, float]:
-    """log Z (log Tr e^{-H} for gamma > 0) and its standard error, by `log_z_method`."""
-    method = log_z_method(config)
-    if config.gamma > 0:
-        if method == "exact":
-            return exact_qbm_log_partition(prior, config.gamma), 0.0
-        return estimate_qbm_log_z(prior, config.gamma, config.trotter_slices, config.log_z_chains,
-                                  config.log_z_betas, generator)
-    if method == "exact":
-        return prior.log_partition_exact(), 0.0
-    return prior.log_partition_ais(config.log_z_chains, config.log_z_betas, generator)
-
-
 @torch.no_grad()
-def evaluate(model: QVAE, sampler: Sampler | None, x: torch.Tensor, batch_size: int,
+def evaluate(model: Model, sampler: Sampler | None, x: torch.Tensor, batch_size: int,
              generator: torch.Generator, binarize_dynamic: bool = False) -> dict[str, float]:
     """Batch-weighted averages of the model's terms over `x` (no parameter updates)."""
     model.eval()
@@ -123,18 +91,6 @@ def evaluate(model: QVAE, sampler: Sampler | None, x: torch.Tensor, batch_size: 
             sums[name] = sums.get(name, 0.0) + value.detach() * len(xb)
     model.train()
     return {name: (total / len(x)).item() for name, total in sums.items()}
-
-
-def complete_with_log_z(terms: dict[str, float], log_z: float, gamma: float = 0.0) -> dict[str, float]:
-    """Add the KL and ELBO given log Z (see model.py for the identities).
-
-    RBM: the true `kl` and `elbo`. QBM (gamma > 0): `kl_upper_bound` and `q_elbo`, the Q-ELBO,
-    a lower bound on the ELBO; named so that nobody mistakes them for the exact quantities.
-    """
-    kl = terms["kl_unnormalized"] + log_z
-    if gamma > 0:
-        return {**terms, "kl_upper_bound": kl, "q_elbo": -terms["cost"] - kl}
-    return {**terms, "kl": kl, "elbo": -terms["cost"] - kl}
 
 
 def elbo_key(metrics: dict[str, float], prefix: str = "") -> str:
@@ -152,7 +108,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config, data_mean=train_mean(data.train_x)).to(device)
-    sampler = make_sampler(config) if config.prior == "boltzmann" else None  # gaussian: no negative phase
+    prior = model.latent_prior
+    sampler = prior.make_sampler()  # None for the Gaussian prior: no negative phase
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
@@ -209,10 +166,10 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
 
         val_terms = evaluate(model, sampler, test_x, config.batch_size, eval_rng, dynamic)
         metrics: dict[str, float] = {}
-        if config.log_z_betas and config.prior == "boltzmann":  # a Gaussian KL is already exact
-            log_z, log_z_err = estimate_log_z(model.prior, config, eval_rng)
-            train_terms = complete_with_log_z(train_terms, log_z, config.gamma)
-            val_terms = complete_with_log_z(val_terms, log_z, config.gamma)
+        if config.log_z_betas and prior.needs_log_z:  # a Gaussian KL is already exact
+            log_z, log_z_err, _ = prior.log_z(config.log_z_chains, config.log_z_betas, eval_rng)
+            train_terms = prior.complete_with_log_z(train_terms, log_z)  # kl/elbo, or kl_upper_bound/q_elbo
+            val_terms = prior.complete_with_log_z(val_terms, log_z)
             metrics.update(log_z=log_z, log_z_stderr=log_z_err)
         metrics.update(train_terms)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
@@ -230,7 +187,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                 "version": CHECKPOINT_VERSION, "epoch": epoch, "config": config.to_dict(),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "sampler": sampler.state_dict() if sampler is not None else None,
-                "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(), "eval_rng": eval_rng.get_state(),
+                "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
+                "eval_rng": eval_rng.get_state(),
                 "history": history, "best_elbo": best_elbo, "best_epoch": best_epoch,
             }
             checkpoint = ckpt_dir / LAST_CHECKPOINT
@@ -279,10 +237,6 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 
 def _check_resumable(state: dict[str, Any], config: Config) -> None:
-    """Only `epochs` (and the device) may change between a checkpoint and its resumed run."""
-    saved = dict(state["config"])
-    changed = {k for k, v in config.to_dict().items() if saved.get(k) != v} - {"epochs", "device"}
-    if changed:
-        raise ValueError(f"cannot resume: config differs from the checkpoint in {sorted(changed)}")
-    if state["epoch"] >= config.epochs:
-        raise ValueError(f"checkpoint is at epoch {state['epoch']}; set epochs > {state['epoch']} to continue")
+    """The one resume rule (Config.check_resumable): only epochs and device may differ, and epochs must go
+    beyond the checkpoint's."""
+    config.check_resumable(state["config"], state["epoch"], "the checkpoint")

@@ -63,15 +63,52 @@ def test_a_callback_can_stop_training(small_data):
     assert seen == [1, 2] and result.stopped_early and len(result.history) == 2
 
 
-def test_dynamic_binarisation_trains_on_binary_batches(small_data):
-    result = train(Config(epochs=1, binarize="dynamic", **SMALL), small_data, progress=False)
-    assert result.history[0]["cost"] > 0
+def test_dynamic_binarisation_trains_on_fresh_unbiased_binary_batches(small_data, monkeypatch):
+    """Every training batch the model sees is a Bernoulli sample of its intensities: in {0, 1}, 0 and
+    1 where the intensity is, unbiased (ones per batch match the summed intensities within 5 sd), and
+    drawn anew each epoch (the same image is binarised differently in epochs 1 and 2)."""
+    import qvae.train
+    from qvae.models.qvae import QVAE
+
+    pairs, seen, epoch = [], [], [1]
+    binarize, step = qvae.train.binarize_batch, QVAE.training_step
+
+    def spy_binarize(x, generator=None):
+        out = binarize(x, generator)
+        pairs.append((x.clone(), out.clone()))
+        return out
+
+    def spy_step(self, x, sampler, generator=None):
+        intensities, binary = pairs[-1]
+        assert torch.equal(x, binary)  # the model trains on the binarised batch, not the intensities
+        seen.append((epoch[0], intensities, binary))
+        return step(self, x, sampler, generator)
+
+    class CountEpochs:
+        def on_epoch_end(self, report):
+            epoch[0] += 1
+
+    monkeypatch.setattr(qvae.train, "binarize_batch", spy_binarize)
+    monkeypatch.setattr(QVAE, "training_step", spy_step)
+    train(Config(epochs=2, binarize="dynamic", **SMALL), small_data, callbacks=[CountEpochs()], progress=False)
+
+    n = len(small_data.train_x)
+    assert sum(len(x) for e, x, _ in seen if e == 1) == sum(len(x) for e, x, _ in seen if e == 2) == n
+    for _, x, b in seen:
+        assert set(b.unique().tolist()) == {0.0, 1.0}
+        assert torch.all(b[x == 0] == 0) and torch.all(b[x == 1] == 1)
+        assert abs(b.sum() - x.sum()) < 5 * (x * (1 - x)).sum().sqrt() + 1
+    by_epoch = [{tuple(x[i].tolist()): b[i] for e, x, b in seen if e == k for i in range(len(x))} for k in (1, 2)]
+    assert by_epoch[0].keys() == by_epoch[1].keys()  # the same images (identical ones collapse to one key)
+    redrawn = sum(not torch.equal(by_epoch[0][key], by_epoch[1][key]) for key in by_epoch[0])
+    assert redrawn == len(by_epoch[0])  # these images have >= 26 grey pixels: two independent
+    # binarisations of one agree with probability < 0.002
 
 
 def test_quantum_prior_logs_the_q_elbo_and_never_calls_it_the_elbo(small_data):
     """Gamma > 0: the KL term with log Tr e^{-H} is an upper bound, so it is logged as
     kl_upper_bound / q_elbo (AIS of the path integral here: 32 units is too many to diagonalise)."""
-    from qvae.train import log_z_method
+    from qvae.priors.build import log_z_method
 
     config = Config(epochs=2, **QUANTUM, **SMALL)
     assert log_z_method(config) == "ais_trotter_P8"
@@ -84,7 +121,7 @@ def test_quantum_prior_logs_the_q_elbo_and_never_calls_it_the_elbo(small_data):
 
 
 def test_small_quantum_prior_uses_exact_log_z(small_data):
-    from qvae.train import log_z_method
+    from qvae.priors.build import log_z_method
 
     config = Config(epochs=1, **{**SMALL, "latent_dim": 8, "num_visible": 4, "num_hidden": 4}, **QUANTUM)
     assert log_z_method(config) == "exact"

@@ -10,21 +10,22 @@ For the Gaussian VAE z_k ~ N(mu, sigma^2) and log p(z) is the exact N(0, I) dens
 estimate is a stochastic lower bound on log p(x) that tightens as K grows (so the reported NLL
 is an upper bound in expectation); K = 1 gives the ELBO.
 
-log Z: exact enumeration for small RBMs, otherwise AIS. Its error shifts every image's estimate
-by the same amount, so it does not average out over images: the reported standard error is
-sqrt(se_images^2 + se_logZ^2), se_images being the standard error of the mean over images.
+log Z: the prior's own (`model.latent_prior.log_z`, see qvae/priors/log_z.py): exact enumeration
+for small RBMs, otherwise AIS. Its error shifts every image's estimate by the same amount, so it
+does not average out over images: the reported standard error is sqrt(se_images^2 + se_logZ^2),
+se_images being the standard error of the mean over images.
 
-Quantum prior (gamma > 0): the model's p(z) = <z|e^{-H}|z> / Z_gamma is not tractable.
+Quantum prior (Γ > 0, `latent_prior.is_bound`): the model's p(z) = <z|e^{-H}|z> / Z_gamma is not tractable.
 Since <z|e^{-H}|z> >= e^{-<z|H|z>} = e^{-E(z)} (Jensen over H's spectrum in the state |z>), using
 log p(z) ~ -E(z) - log Z_gamma under-estimates every weight: the result is an upper bound on the
 NLL, reported as `test_nll_bound`.
 
 Protocol vs DVAE# (Vahdat et al. 2018): they report log-likelihood with K = 4000 importance
 samples on statically binarised MNIST and log Z by AIS with 1000 inverse temperatures. Our
-defaults (`DEFAULT_*` below) match those on a GPU; on a CPU use fewer samples/images (see
-`CPU_*`). Numbers are only comparable with theirs for binarize=static/dynamic models: with
-binarize=none the "likelihood" is the Bernoulli cross-entropy on grey levels (comparable between
-our models, not with the literature).
+defaults (`DEFAULT_*` below) match those on a GPU; on a CPU use fewer samples and images. Numbers
+are only comparable with theirs for binarize=static/dynamic models: with binarize=none the
+"likelihood" is the Bernoulli cross-entropy on grey levels (comparable between our models, not
+with the literature).
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from qvae.data.mnist import binarize_batch
+from qvae.priors.build import LatentPrior
+from qvae.priors.log_z import check_log_z_method
 
-# DVAE#'s protocol (GPU defaults) and a CPU-sized variant (about a minute on 2 cores).
+# DVAE#'s protocol (GPU defaults)
 DEFAULT_SAMPLES, DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS = 4000, 1000, 1000
-CPU_SAMPLES, CPU_IMAGES = 1000, 1000
 ROWS_PER_CHUNK = 2**14  # images x samples decoded at once (about 150 MB for the default widths)
 DYNAMIC_TEST_SEED = 12345  # binarize=dynamic models are scored on one fixed binarisation
 
@@ -81,30 +83,13 @@ class NllResult:
 @torch.no_grad()
 def prior_log_z(model: Any, ais_chains: int = DEFAULT_AIS_CHAINS, ais_betas: int = DEFAULT_AIS_BETAS,
                 generator: torch.Generator | None = None, method: str = "auto") -> tuple[float, float, str]:
-    """(log Z, its standard error, how) of a Boltzmann prior; log Tr e^{-H} for a quantum prior.
+    """(log Z, its standard error, how) of the model's prior; log Tr e^{-H} for a quantum prior.
 
-    `method`: auto (the training loop's rule, `qvae.train.log_z_method`: exact when small enough,
+    `method`: auto (the training loop's rule, the prior's `log_z_method()`: exact when small enough,
     else AIS with `ais_chains` x `ais_betas`), exact, or ais (AIS even where enumeration is possible).
     """
-    from qvae.priors.qbm import estimate_qbm_log_z
-    from qvae.train import estimate_log_z, log_z_method
-
-    if method not in ("auto", "exact", "ais"):
-        raise ValueError(f"method must be auto, exact or ais, got {method!r}")
-    config = model.config.replace(log_z_chains=ais_chains, log_z_betas=ais_betas)
-    how = log_z_method(config)
-    if method == "auto" or (method == "exact") == (how == "exact"):
-        log_z, err = estimate_log_z(model.prior, config, generator)
-        return log_z, err, how
-    if method == "exact":
-        raise ValueError(f"exact log Z is out of reach for this prior ({config.num_visible} + {config.num_hidden} "
-                         f"units, gamma {config.gamma}); use method=auto or ais")
-    if config.gamma > 0:
-        log_z, err = estimate_qbm_log_z(model.prior, config.gamma, config.trotter_slices, ais_chains, ais_betas,
-                                        generator)
-        return log_z, err, f"ais_trotter_P{config.trotter_slices}"
-    log_z, err = model.prior.log_partition_ais(ais_chains, ais_betas, generator)
-    return log_z, err, "ais"
+    check_log_z_method(method)
+    return model.latent_prior.log_z(ais_chains, ais_betas, generator, method)
 
 
 # ---------------------------------------------------------------- importance weights
@@ -177,16 +162,16 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
     device = model.train_bias.device
     x = test_data(model, x.to(device))
     generator = torch.Generator(device=device).manual_seed(seed)
-    gaussian = getattr(model.config, "prior", "boltzmann") == "gaussian"
-    if gaussian:
-        log_z, log_z_err, how = None, 0.0, "none"
-    else:
+    prior: LatentPrior = model.latent_prior
+    if prior.needs_log_z:
         log_z, log_z_err, how = prior_log_z(model, ais_chains, ais_betas, generator, log_z_method)
+    else:  # the Gaussian: normalised, its weights need no log Z
+        log_z, log_z_err, how = None, 0.0, "none"
     ll = log_likelihoods(model, x, samples, log_z, generator, progress)
     model.train(was_training)
     se_images = (ll.std() / math.sqrt(len(ll))).item()
-    bound = not gaussian and float(getattr(model.config, "gamma", 0.0)) > 0
-    name = "log Z_gamma" if bound else "log Z"
+    bound = prior.is_bound
+    name = prior.log_z_symbol
     log_z_text = ("" if how == "none" else f", exact {name}" if how == "exact"
                   else f", AIS {name} ({how}, {ais_chains} chains x {ais_betas} betas)")
     method = (f"importance-weighted, K={samples} per image on {len(x)} test images{log_z_text}"

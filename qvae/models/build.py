@@ -17,8 +17,3 @@ def build_model(config: Config, data_mean: Tensor | None = None) -> Model:
     if config.prior == "gaussian":
         return GaussianVAE(config, data_mean)
     return QVAE(config, data_mean)
-
-
-def has_boltzmann_prior(model: Model) -> bool:
-    """True when the model's prior needs a negative-phase sampler and log Z."""
-    return getattr(model.config, "prior", "boltzmann") == "boltzmann"

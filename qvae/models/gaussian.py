@@ -4,12 +4,12 @@ Same interface as `QVAE` towards train.py, tracking, plots and the pyfunc genera
 baseline runs through exactly the same pipeline; what differs is only the latent space:
 q(z|x) = N(mu, diag sigma^2) from an encoder with 2 * latent_dim outputs (mean, log-variance),
 reparameterised samples, p(z) = N(0, I) with the KL in closed form. Everything it reports is
-exact (no log Z), so `elbo_unnormalized` equals `elbo`.
+exact (no log Z), so `elbo_unnormalized` equals `elbo`. The prior object `latent_prior`
+(`GaussianPrior`) answers the training loop and the metrics as the QVAE's Boltzmann prior does.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,19 +19,12 @@ from torch import Tensor
 
 from qvae.config import Config
 from qvae.models.qvae import CentredData, mlp
-
-LOG_2PI = math.log(2 * math.pi)
+from qvae.priors.gaussian import GaussianPrior, normal_log_pdf
 
 
 def gaussian_kl(mean: Tensor, log_var: Tensor) -> Tensor:
     """KL(N(mean, exp(log_var)) || N(0, I)) per row, in closed form."""
     return 0.5 * (mean.square() + log_var.exp() - 1.0 - log_var).sum(-1)
-
-
-def normal_log_pdf(z: Tensor, mean: Tensor | float = 0.0, log_var: Tensor | float = 0.0) -> Tensor:
-    """log N(z; mean, diag exp(log_var)) summed over the last axis."""
-    log_var = torch.as_tensor(log_var, dtype=z.dtype, device=z.device)
-    return -0.5 * (LOG_2PI + log_var + (z - mean).square() / log_var.exp()).sum(-1)
 
 
 class GaussianVAE(CentredData):
@@ -43,6 +36,7 @@ class GaussianVAE(CentredData):
         c = config
         self.encoder = mlp([c.input_dim, c.hidden_dim, 2 * c.latent_dim], c.activation)
         self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
+        self.latent_prior = GaussianPrior(c.latent_dim)  # no parameters, nothing in the state dict
 
     # ---------------------------------------------------------------- pieces
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -85,7 +79,7 @@ class GaussianVAE(CentredData):
         z = mean + (0.5 * log_var).exp() * self._noise((k, *mean.shape), mean, generator)
         x_logits = self.decode(z)
         log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
-        return log_px + normal_log_pdf(z) - normal_log_pdf(z, mean, log_var)
+        return log_px + self.latent_prior.log_prob(z) - normal_log_pdf(z, mean, log_var)
 
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()
@@ -105,8 +99,7 @@ class GaussianVAE(CentredData):
         """n images (n, input_dim) in [0, 1] from z ~ N(0, I); `sweeps` is unused (no Markov chain)."""
         if n < 1:
             raise ValueError(f"number of images must be >= 1, got {n}")
-        z = self._noise((n, self.config.latent_dim), self.train_bias, generator)
-        return torch.sigmoid(self.decode(z))
+        return torch.sigmoid(self.decode(self.latent_prior.sample(n, sweeps, generator)))
 
     @torch.no_grad()
     def generate_from_seeds(self, seeds: Sequence[int], sweeps: int | None = None,
@@ -119,11 +112,9 @@ class GaussianVAE(CentredData):
             raise ValueError("seeds must hold at least one seed")
         if sweeps is not None and int(sweeps) < 0:
             raise ValueError(f"sweeps must be >= 0, got {sweeps}")
-        device, dtype = self.train_bias.device, self.train_bias.dtype
         images = []
         for start in range(0, len(seeds), chunk_size):
-            rows = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed)))).standard_normal(
-                self.config.latent_dim, dtype=np.float32) for seed in seeds[start:start + chunk_size]]
-            z = torch.from_numpy(np.stack(rows)).to(device=device, dtype=dtype)
-            images.append(torch.sigmoid(self.decode(z)))
+            streams = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed))))
+                       for seed in seeds[start:start + chunk_size]]
+            images.append(torch.sigmoid(self.decode(self.latent_prior.sample_from_streams(streams))))
         return torch.cat(images)

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 
 from qvae.config import Config
 from qvae.models.smoothing import OverlappingExponential
-from qvae.priors.qbm import pimc_sweep, seeded_qbm_states, uniform_paths
+from qvae.priors.boltzmann import QBMPrior, RBMPrior
+from qvae.priors.build import make_prior
 from qvae.priors.rbm import RBM
-from qvae.priors.samplers import Sampler, gibbs_sweeps, random_visible
+from qvae.priors.samplers import Sampler
 
 SEED_STRIDE = 2**32
 MAX_REQUEST_SEED = 2**31 - 1
@@ -96,6 +97,10 @@ class CentredData(nn.Module):
 class QVAE(CentredData):
     """A VAE with binary latents and a Boltzmann prior: the RBM, or the QBM when config.gamma > 0.
 
+    `prior` is the `RBM` module holding the trained parameters (its state-dict keys are the
+    checkpoints'); `latent_prior` is the prior object wrapping it (`RBMPrior` or `QBMPrior`), which
+    the model, the training loop and the metrics ask for sampling, log Z and what is a bound.
+
     The QBM's transverse field Gamma is fixed per run (a hyperparameter); only the diagonal
     parameters (the RBM's b and W) are trained. The objective is then the Q-ELBO of Khoshaman et
     al. (2018): the positive phase uses the classical energy E(z) of the encoder's states, since
@@ -112,6 +117,7 @@ class QVAE(CentredData):
         self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
         self.prior = RBM(c.num_visible, c.num_hidden)
         self.smoothing = OverlappingExponential(c.dist_beta)
+        self.latent_prior: RBMPrior | QBMPrior = make_prior(c, self.prior)  # a plain object: no state-dict keys
 
     # ---------------------------------------------------------------- pieces
     def encode(self, x: Tensor) -> Tensor:
@@ -183,21 +189,15 @@ class QVAE(CentredData):
     @property
     def gamma(self) -> float:
         """The transverse field of the prior (0: the classical RBM)."""
-        return self.config.gamma
+        return self.latent_prior.gamma
 
     @torch.no_grad()
     def sample_prior(self, n: int, sweeps: int | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
         """n states of the prior from a uniformly random start: block Gibbs (RBM) or world-line
-        path-integral sweeps (QBM, slice 0 of each path)."""
+        path-integral sweeps (QBM, slice 0 of each path); `sweeps` defaults to generate_sweeps."""
         sweeps = self.config.generate_sweeps if sweeps is None else sweeps
-        if self.gamma > 0:
-            v, h = uniform_paths(self.prior, n, self.config.trotter_slices, generator)
-            for _ in range(sweeps):
-                v, h = pimc_sweep(self.prior, v, h, self.gamma, generator)
-            return torch.cat([v[:, 0], h[:, 0]], dim=1)
-        v, h = gibbs_sweeps(self.prior, random_visible(self.prior, n, generator), sweeps, generator)
-        return torch.cat([v, h], dim=1)
+        return self.latent_prior.sample(n, sweeps, generator)
 
     @torch.no_grad()
     def generate_from_seeds(self, seeds: Sequence[int], sweeps: int | None = None,
@@ -207,8 +207,9 @@ class QVAE(CentredData):
         Each image depends only on its own seed (and the model), not on which other seeds share
         the call: every row draws all its random numbers from its own PCG64 stream keyed by the
         full 64-bit seed (torch's CPU generator would only use 32 bits of it), so seed 7 gives the
-        same digit alone or in a batch, on any device. A QBM prior (gamma > 0) runs `sweeps`
-        world-line PIMC sweeps per seed (`qbm.seeded_qbm_states`), drawing from the stream likewise.
+        same digit alone or in a batch, on any device. The prior draws z from the stream first
+        (`latent_prior.sample_from_streams`: `sweeps` block-Gibbs or world-line PIMC sweeps), then
+        the smoothing draws its uniforms from the same stream.
         """
         if len(seeds) < 1:
             raise ValueError("seeds must hold at least one seed")
@@ -216,35 +217,11 @@ class QVAE(CentredData):
         if sweeps < 0:
             raise ValueError(f"sweeps must be >= 0, got {sweeps}")
         p, device = self.prior, self.train_bias.device
-        if self.gamma > 0:
-            return self._generate_quantum(seeds, sweeps, chunk_size)
-        nv, nh = p.num_visible, p.num_hidden
-        per_row = nv + sweeps * (nh + nv) + nh + p.num_units
-        images = []
-        for start in range(0, len(seeds), chunk_size):
-            rows = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed)))).random(
-                per_row, dtype=np.float32) for seed in seeds[start:start + chunk_size]]
-            u = torch.from_numpy(np.stack(rows)).to(device=device, dtype=p.weight.dtype)
-            v = (u[:, :nv] < 0.5).to(u.dtype)
-            offset = nv
-            for _ in range(sweeps):
-                h = (u[:, offset:offset + nh] < torch.sigmoid(p.hidden_logits(v))).to(u.dtype)
-                v = (u[:, offset + nh:offset + nh + nv] < torch.sigmoid(p.visible_logits(h))).to(u.dtype)
-                offset += nh + nv
-            h = (u[:, offset:offset + nh] < torch.sigmoid(p.hidden_logits(v))).to(u.dtype)
-            offset += nh
-            z = torch.cat([v, h], dim=1)
-            zeta = self.smoothing.zeta_given_z(z, u[:, offset:offset + p.num_units])
-            images.append(torch.sigmoid(self.decode(zeta)))
-        return torch.cat(images)
-
-    def _generate_quantum(self, seeds: Sequence[int], sweeps: int, chunk_size: int) -> Tensor:
-        p, device = self.prior, self.train_bias.device
         images = []
         for start in range(0, len(seeds), chunk_size):
             streams = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(int(seed))))
                        for seed in seeds[start:start + chunk_size]]
-            z = seeded_qbm_states(p, streams, self.gamma, self.config.trotter_slices, sweeps)
+            z = self.latent_prior.sample_from_streams(streams, sweeps)
             u = torch.from_numpy(np.stack([s.random(p.num_units, dtype=np.float32) for s in streams]))
             zeta = self.smoothing.zeta_given_z(z, u.to(device=device, dtype=p.weight.dtype))
             images.append(torch.sigmoid(self.decode(zeta)))

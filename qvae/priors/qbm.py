@@ -70,9 +70,8 @@ class PIMCSampler:
     - "checkerboard": with P even the (unit, slice) graph is bipartite; visible units of even
       slices and hidden units of odd slices are resampled together, then the other half. Cheaper
       per sweep, but a unit in a uniform path flips only against 4 J ~ 2 log(P / Gamma), so it
-      mixes slowly at large P: on the 5+5 RBM of tests/test_qbm.py (Gamma = 1, P = 16, 20 000
-      chains from kink-free paths) TV to exact is 0.41 after 64 sweeps and 0.067 after 200,
-      where world-line sweeps reach the noise floor (0.033) after 4.
+      mixes slowly at large P (hundreds of sweeps where world-line sweeps need a few: measured in
+      docs/results.md).
 
     `sample` returns slice 0 of every chain: the periodic path is invariant under cyclic shifts of
     the slices, so every slice has the same marginal, the Trotter approximation of p(z) (error

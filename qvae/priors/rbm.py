@@ -196,7 +196,8 @@ def _double(rbm: RBM) -> RBM:
 
 
 def _bernoulli(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    return (torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype) < probs).to(probs.dtype)
+    u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype)
+    return (u < probs).to(probs.dtype)
 
 
 __all__ = [
