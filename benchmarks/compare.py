@@ -5,13 +5,17 @@ optimiser and seed; only the latent space differs. Prints one side-by-side table
 64 features, KID, importance-weighted test NLL (+- stderr), latent-probe accuracy and seconds
 per epoch, with the device and settings.
 
-    python benchmarks/compare.py --epochs 20 --device cuda --output-dir outputs/compare
+    python benchmarks/compare.py --epochs 20 --device cuda --nll-samples 1000 --probe-epochs 100 \
+        --output-dir outputs/compare
     python benchmarks/compare.py --evaluate-only outputs/compare --device cpu   # e.g. FID later, elsewhere
 
 --output-dir keeps each model's checkpoints (DIR/qvae/last.pt, DIR/gaussian/last.pt) and
 DIR/results.json; --evaluate-only DIR recomputes the scores from those checkpoints (so models
 trained on a GPU machine without the Inception weights can get their FID on another machine).
-Needs only torch, torchvision, numpy, torchmetrics, tqdm (no MLflow, no Optuna).
+The flags are the declared settings (qvae.config): the Config fields both models share, and the
+ScoreSettings (with their defaults: the test NLL and the latent probe are off unless asked for, as
+above with the seed's protocol). Needs only torch, torchvision, numpy, torchmetrics, tqdm (no MLflow,
+no Optuna).
 """
 
 from __future__ import annotations
@@ -30,25 +34,36 @@ from typing import Any
 import torch
 from common import cpu_name
 
-from qvae.config import Config, JobOptions
+from qvae.config import N_TEST, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
-from qvae.metrics.scores import ScoreSettings, final_scores, score_details
+from qvae.metrics.scores import final_scores, score_details
 from qvae.models.build import build_model
+from qvae.settings import add_flags, picked_flags
 from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device, train
 
 MODELS = {"qvae": "QVAE (RBM 128x128)", "gaussian": "Gaussian VAE (256-d)"}
+# The Config fields a comparison sets (the same for both models); everything else is the seed's.
+SHARED = ("epochs", "train_size", "test_size", "device", "seed", "kl_beta", "binarize", "data_dir")
+
+
+def base_config(args: argparse.Namespace) -> Config:
+    """The shared config: the flags given, $QVAE_DATA_DIR for data_dir if set, the declared defaults."""
+    given = picked_flags(args, "cfg_")
+    if "data_dir" not in given and os.environ.get("QVAE_DATA_DIR"):
+        given["data_dir"] = os.environ["QVAE_DATA_DIR"]
+    return Config(**given)
 
 
 def configs(args: argparse.Namespace) -> dict[str, Config]:
-    base = Config(epochs=args.epochs, train_size=args.train_size, test_size=args.test_size, device=args.device,
-                  data_dir=args.data_dir, seed=args.seed, kl_beta=args.kl_beta, binarize=args.binarize)
+    base = base_config(args)
     return {"qvae": base, "gaussian": base.replace(prior="gaussian")}
 
 
 def settings_from(args: argparse.Namespace) -> ScoreSettings:
-    names = ("fid_samples", "nll_samples", "nll_images", "probe_epochs")
-    JobOptions(**{n: getattr(args, n) for n in names}).validate(Config(test_size=args.test_size))  # clear errors
-    return ScoreSettings(**{n: getattr(args, n) for n in names}, seed=args.seed)
+    """The score settings given (validated against the test images available)."""
+    settings = ScoreSettings(**picked_flags(args, "score_"))
+    settings.validate_scores(base_config(args).test_size or N_TEST)
+    return settings
 
 
 def hardware(device: torch.device) -> str:
@@ -66,7 +81,7 @@ def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         print(f"training {MODELS[name]} for {config.epochs} epochs ...", file=sys.stderr)
         trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress)
         started = time.perf_counter()
-        scores = final_scores(trained.model, data, settings, progress=not args.no_progress)
+        scores = final_scores(trained.model, data, settings, seed=config.seed, progress=not args.no_progress)
         results[name] = entry(config, trained.history, scores, str(trained.device), hardware(
             torch.device(trained.device)), time.perf_counter() - started)
     return results
@@ -90,19 +105,20 @@ def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     settings = settings_from(args)
     previous = json.loads((directory / "results.json").read_text()) if (directory / "results.json").exists() else {}
     results: dict[str, Any] = {}
-    device = resolve_device(args.device)
+    here = base_config(args)
+    device = resolve_device(here.device)
     for name in MODELS:
         path = directory / name / LAST_CHECKPOINT
         if not path.exists():
             print(f"skipping {name}: no {path}", file=sys.stderr)
             continue
         state = load_checkpoint(path, map_location=device)
-        config = Config.from_dict({**state["config"], "device": str(device), "data_dir": args.data_dir})  # data: here
+        config = Config.from_dict({**state["config"], "device": str(device), "data_dir": here.data_dir})  # data: here
         model = build_model(config).to(device)
         model.load_state_dict(state["model"])
         data = load_mnist_for(config)
         started = time.perf_counter()
-        scores = final_scores(model, data, settings, progress=not args.no_progress)
+        scores = final_scores(model, data, settings, seed=here.seed, progress=not args.no_progress)
         record = entry(config, state["history"], scores, str(device), hardware(device), time.perf_counter() - started)
         old = previous.get("models", {}).get(name, {})
         for key in ("train_device", "train_hardware", "seconds_per_epoch"):
@@ -159,7 +175,8 @@ def table(report: dict[str, Any]) -> str:
         + "; ".join(f"{k} on {v}" for k, v in first.get("scored_on", {}).items())
         + f" | torch {torch.__version__} | python {platform.python_version()}",
         f"# FID/KID: {s['fid_samples']} generated vs {s['fid_samples']} test images | NLL: K={s['nll_samples']} on "
-        f"{s['nll_images'] or c['test_size'] or 10000} test images, AIS log Z {s['nll_ais_chains']} chains x {s['nll_ais_betas']} betas"
+        f"{s['nll_images'] or c['test_size'] or 10000} test images, "
+        f"AIS log Z {s['nll_ais_chains']} chains x {s['nll_ais_betas']} betas"
         f" | probe: {s['probe_epochs']} epochs | s/epoch includes the validation pass (and the QVAE's AIS log Z)",
     ]
     width = max(len(r[0]) for r in rows)
@@ -171,26 +188,16 @@ def table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--train-size", type=int, default=0, help="0: all 60 000 training images")
-    parser.add_argument("--test-size", type=int, default=0, help="0: all 10 000 test images (validation and scores)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--kl-beta", type=float, default=Config.kl_beta,
-                        help="KL weight of both losses (default: the seed's 1e-6; 1 trains for likelihood)")
-    parser.add_argument("--binarize", default="none", choices=("none", "dynamic", "static"),
-                        help="dynamic/static: binary data, the literature's NLL protocol")
-    parser.add_argument("--data-dir", default=os.environ.get("QVAE_DATA_DIR", "data"))
-    parser.add_argument("--fid-samples", type=int, default=10_000, help="0 skips FID/KID")
-    parser.add_argument("--nll-samples", type=int, default=1000, help="importance samples per image (0 skips)")
-    parser.add_argument("--nll-images", type=int, default=0, help="test images for the NLL (0: all)")
-    parser.add_argument("--probe-epochs", type=int, default=100, help="latent-probe epochs (0 skips)")
+    add_flags(parser, Config, "both models (the rest: the seed's config)", prefix="cfg_", only=SHARED)
+    add_flags(parser, ScoreSettings, "scores (0 skips one)", prefix="score_")
     parser.add_argument("--output-dir", help="keep checkpoints and results.json here (default: a temporary dir)")
     parser.add_argument("--evaluate-only", metavar="DIR", help="score the checkpoints saved in DIR; no training")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-
-    settings = vars(settings_from(args))
+    try:  # bad settings: one line naming the setting and its range, before any training
+        settings = {**vars(settings_from(args)), "seed": base_config(args).seed}
+    except ConfigError as err:
+        parser.error(str(err))
     if args.evaluate_only:
         out = Path(args.evaluate_only)
         models = evaluate_only(args, out)

@@ -1,7 +1,9 @@
 """Command line: `qvae fetch | train | run | generate | evaluate` (also `python -m qvae`).
 
-Every Config field is a flag of `qvae train` (`--num-visible 64`), so the CLI, the JSON config,
-and later the MLflow params all speak the same names.
+Every flag comes from a declared setting (qvae.settings): each Config field is a flag of `qvae
+train` and `qvae run` (`--num-visible 64`), each JobOptions field one of `qvae run`, and the
+`generate` and `evaluate` options are declared below; so the CLI, the JSON config, the MLproject
+and the MLflow params all speak the same names, and `--help` shows each default and range.
 """
 
 from __future__ import annotations
@@ -11,39 +13,54 @@ import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from qvae.config import Config, ConfigError, JobOptions
+from qvae.config import Config, ConfigError, JobOptions, ScoreSettings
+from qvae.settings import add_flags, check_field, check_fields, picked_flags, same_as, setting
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: str = "",
-                        skip: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
-    """One `--field-name` flag per dataclass field (dest `prefix + name`, None when not given).
+@dataclass
+class GenerateOptions:
+    """`qvae generate` (the MLproject's generate entry point)."""
 
-    Flags left out stay None, so `picked_flags` returns only what the user set and the
-    dataclass (or a config file) supplies the rest. Tuple fields take several integers.
-    """
-    group = parser.add_argument_group(title)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        default = (defaults or {}).get(f.name, f.default)
-        flag, dest = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}"
-        if isinstance(default, tuple):
-            group.add_argument(flag, dest=dest, type=int, nargs="*", default=None, help=f"default: {default}")
-        else:
-            group.add_argument(flag, dest=dest, type=type(default), default=None,
-                               metavar=type(default).__name__.upper(), help=f"default: {default!r}")
+    model: str = setting("", "MLflow model URI: models:/qvae-mnist@champion, models:/qvae-mnist/3, runs:/<id>/model, "
+                         "a path", required=True)
+    num_images: int = setting(64, "images to generate (at most what fits in memory)", low=1)
+    seed: int = setting(0, "request seed: the same seed gives the same images", low=0)
+    sweeps: int = setting(-1, "Gibbs burn-in of the prior per image", low=-1,
+                          note="-1: the model's own, which gave its logged FID")
+    output: str = setting("samples.png", "a PNG grid, a .npy file, or a folder of PNGs")
+    format: str = setting("", "png, npy or png-dir (\"\": from --output: .npy -> npy, .png -> png, else png-dir)",
+                          choices=("", "png", "npy", "png-dir"))
+    device: str = same_as(Config, "device")
 
 
-def picked_flags(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
-    """The flags with `prefix` that were given, by field name."""
-    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+@dataclass
+class EvaluateOptions(ScoreSettings):
+    """`qvae evaluate` (the MLproject's evaluate entry point): the score settings, and what to score where."""
+
+    model: str = setting("", "MLflow model URI (as for generate) or a local model path", required=True)
+    data_dir: str = same_as(Config, "data_dir")
+    seed: int = same_as(Config, "seed", help="seed of the NLL's samples and the probe")
+    device: str = same_as(Config, "device")
+    output: str = setting("", "also write the scores as JSON to this file (\"\": no file)")
+
+    def validate(self) -> None:
+        self.validate_scores()  # all 10 000 test images
+        check_fields(self)
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_flags(parser, Config, "hyperparameters (defaults are the seed's)", prefix="cfg_")
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field (dest `cfg_<name>`); `config_from_args` reads them back."""
+    add_flags(parser, Config, "hyperparameters (defaults are the seed's)", prefix="cfg_")
+
+
+def add_job_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), title: str = "main job (MLflow)",
+                  defaults: dict[str, Any] | None = None) -> None:
+    """One flag per JobOptions field (dest `job_<name>`) but `skip` (progress: `--no-progress`, added by the caller)."""
+    add_flags(parser, JobOptions, title, prefix="job_", skip=("progress", "extra_tags", *skip), defaults=defaults)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -56,54 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     fetch = sub.add_parser("fetch", help="download and verify MNIST into the data directory")
-    fetch.add_argument("--data-dir", default="data")
+    fetch.add_argument("--data-dir", default=Config.data_dir, help=f"where MNIST goes (default: {Config.data_dir!r})")
 
     train = sub.add_parser("train", help="train one QVAE; writes checkpoints, summary.json and PNG grids")
     train.add_argument("--output-dir", default="outputs", help="where checkpoints and pictures go")
     train.add_argument("--config", help="JSON file of config fields; flags override it")
     train.add_argument("--resume", help="checkpoint to continue from (e.g. outputs/checkpoints/last.pt)")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    _add_config_flags(train)
+    add_config_flags(train)
 
     run = sub.add_parser("run", help="the main job (what `mlflow run .` executes): train, evaluate and "
                                      "log everything to MLflow")
     run.add_argument("--config", help="JSON file of config fields; flags override it")
-    _add_job_flags(run)
-    _add_config_flags(run)
+    add_job_flags(run)
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_config_flags(run)
 
     gen = sub.add_parser("generate", help="generate digits from a logged or registered model")
-    gen.add_argument("--model", required=True,
-                     help="MLflow model URI: models:/qvae-mnist@champion, models:/qvae-mnist/3, runs:/<id>/model, a path")
-    gen.add_argument("--num-images", type=int, default=64)
-    gen.add_argument("--seed", type=int, default=0, help="the same seed gives the same images")
-    gen.add_argument("--sweeps", type=int, default=None,
-                     help="Gibbs burn-in of the prior per image (default or -1: the model's own, which gave its "
-                          "logged FID)")
-    gen.add_argument("--output", default="samples.png", help="a PNG grid, a .npy file, or a folder of PNGs")
-    gen.add_argument("--format", choices=("png", "npy", "png-dir"), default=None,
-                     help="default: from --output (.npy -> npy, .png -> png, otherwise png-dir)")
-    gen.add_argument("--device", default="auto")
+    add_flags(gen, GenerateOptions, "generate", prefix="gen_")
 
     ev = sub.add_parser("evaluate", help="score a logged or registered model: FID/KID, test NLL, latent accuracy")
-    ev.add_argument("--model", required=True, help="MLflow model URI (as for generate) or a local model path")
-    ev.add_argument("--data-dir", default="data", help="MNIST (fetched if missing)")
-    ev.add_argument("--fid-samples", type=int, default=10_000, help="generated vs test images (0 skips FID/KID)")
-    ev.add_argument("--fid-batch-size", type=int, default=100)
-    ev.add_argument("--nll-samples", type=int, default=1000, help="importance samples per image (0 skips the NLL)")
-    ev.add_argument("--nll-images", type=int, default=0, help="test images for the NLL (0: all 10 000)")
-    ev.add_argument("--nll-ais-chains", type=int, default=1000)
-    ev.add_argument("--nll-ais-betas", type=int, default=1000)
-    ev.add_argument("--probe-epochs", type=int, default=100, help="latent-probe MLP epochs (0 skips it)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the NLL's samples and the probe")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--output", help="also write the scores as JSON to this file")
+    add_flags(ev, EvaluateOptions, "evaluate (0 skips a score)", prefix="ev_")
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
-
-
-def _add_job_flags(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_flags(parser, JobOptions, "main job (MLflow)", prefix="job_", skip=("progress", "extra_tags"))
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -177,19 +169,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from qvae.tracking.loading import ModelNotFoundError, load_generator, write_images
 
-    if args.sweeps == -1:
-        args.sweeps = None
-    fmt = args.format or ("npy" if args.output.endswith(".npy") else "png" if args.output.endswith(".png")
-                          else "png-dir")
+    options = GenerateOptions(**picked_flags(args, "gen_"))
+    for name in ("seed", "sweeps", "format", "device"):  # num_images: the generator checks it against memory
+        check_field(options, name)
+    sweeps = None if options.sweeps == -1 else options.sweeps
+    output = options.output
+    fmt = options.format or ("npy" if output.endswith(".npy") else "png" if output.endswith(".png") else "png-dir")
     try:
-        generator = load_generator(args.model, device=args.device)
-        images = generator.generate(args.num_images, seed=args.seed, sweeps=args.sweeps)
+        generator = load_generator(options.model, device=options.device)
+        images = generator.generate(options.num_images, seed=options.seed, sweeps=sweeps)
     except (ModelNotFoundError, ValueError) as err:
         print(f"qvae generate: error: {err}", file=sys.stderr)
         return 2
-    path = write_images(images, Path(args.output), fmt)
-    print(f"wrote {args.num_images} images from {args.model} (seed {args.seed}, sweeps "
-          f"{args.sweeps if args.sweeps is not None else generator.default_sweeps}) to {path}")
+    path = write_images(images, Path(output), fmt)
+    print(f"wrote {options.num_images} images from {options.model} (seed {options.seed}, sweeps "
+          f"{sweeps if sweeps is not None else generator.default_sweeps}) to {path}")
     if os.environ.get("MLFLOW_RUN_ID"):  # launched by `mlflow run . -e generate`: keep the result
         import mlflow
 
@@ -203,35 +197,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-SCORE_FLAGS = ("fid_samples", "fid_batch_size", "nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas",
-               "probe_epochs")
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Load any logged model and print (and optionally save) its FID/KID, test NLL and latent accuracy."""
-    JobOptions(**{name: getattr(args, name) for name in SCORE_FLAGS}).validate(Config())  # 10 000 test images
+    options = EvaluateOptions(**picked_flags(args, "ev_"))
+    options.validate()
 
     from qvae.data.mnist import load_mnist
-    from qvae.metrics.scores import ScoreSettings, final_scores, score_details
+    from qvae.metrics.scores import final_scores, score_details
     from qvae.tracking.loading import ModelNotFoundError, load_generator
 
     try:
-        model = load_generator(args.model, device=args.device).model
+        model = load_generator(options.model, device=options.device).model
     except (ModelNotFoundError, TypeError, ValueError) as err:
         print(f"qvae evaluate: error: {err}", file=sys.stderr)
         return 2
     config = model.config
-    data = load_mnist(args.data_dir, binarize=config.binarize, seed=config.seed)  # as the model was trained
-    settings = ScoreSettings(**{name: getattr(args, name) for name in SCORE_FLAGS}, seed=args.seed)
+    data = load_mnist(options.data_dir, binarize=config.binarize, seed=config.seed)  # as the model was trained
+    settings = options.score_settings()
     started = time.perf_counter()
-    scores = final_scores(model, data, settings, progress=not args.no_progress)
-    report = {"model": args.model, "prior": config.prior, "gamma": config.gamma,
-              "device": str(model.train_bias.device), "settings": dataclasses.asdict(settings),
+    scores = final_scores(model, data, settings, seed=options.seed, progress=not args.no_progress)
+    report = {"model": options.model, "prior": config.prior, "gamma": config.gamma,
+              "device": str(model.train_bias.device),
+              "settings": {**dataclasses.asdict(settings), "seed": options.seed},
               "metrics": scores["metrics"], "seconds": time.perf_counter() - started, **score_details(scores)}
     print(format_scores(report))
-    if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.output}")
+    if options.output:
+        Path(options.output).write_text(json.dumps(report, indent=2))
+        print(f"wrote {options.output}")
     return 0
 
 

@@ -1,28 +1,39 @@
-"""One flat, validated dataclass of hyperparameters.
+"""Every setting of a run, declared once: the model and training `Config`, the `ScoreSettings` of
+the final evaluation, and the main job's `JobOptions` (which include the score settings).
 
-Flat on purpose: every field is a plain value, so the whole config becomes the MLflow params of a
-run, a row of CLI flags and a JSON file without any mapping layer. Defaults are the seed's
-(kaiwu-pytorch-plugin's QVAE MNIST example).
+Each field is a `qvae.settings.setting`: its type, default, accepted range and help text. The CLI
+flags (`qvae`, `python -m tuning`), the validation below and tests/test_mlproject.py (which checks
+the MLproject's parameters against these declarations) all read them, so nothing repeats them.
+
+Config is flat on purpose: every field is a plain value, so the whole config becomes the MLflow
+params of a run, a row of CLI flags and a JSON file without any mapping layer. Defaults are the
+seed's (kaiwu-pytorch-plugin's QVAE MNIST example).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from qvae.settings import ConfigError, check_field, check_fields, setting
 
 SAMPLERS = ("pcd", "sa", "kaiwu", "pimc")
 PRIORS = ("boltzmann", "gaussian")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
-BINARIZE_MODES = ("none", "dynamic", "static")
+BINARIZE_MODES = ("none", "static", "dynamic")  # pixels as read, Bernoulli once (static) or per batch (dynamic)
 DEVICES = ("auto", "cpu", "cuda", "mps")
+N_TRAIN, N_TEST = 60_000, 10_000  # MNIST's split sizes
+# What may change when a killed run is resumed: more epochs, and the device (the numbers then
+# continue on another machine, equal in distribution but not bit for bit). Anything else would
+# continue a different experiment in the same run.
+RESUME_MAY_DIFFER = ("epochs", "device")
 
-
-class ConfigError(ValueError):
-    """A config field holds a value outside its accepted range."""
+__all__ = ["ACTIVATIONS", "BINARIZE_MODES", "DEVICES", "PRIORS", "RESUME_MAY_DIFFER", "SAMPLERS", "Config",
+           "ConfigError", "JobOptions", "ScoreSettings"]
 
 
 @dataclass
@@ -30,96 +41,103 @@ class Config:
     """Hyperparameters of one QVAE training run (the seed's defaults)."""
 
     # architecture
-    input_dim: int = 784
-    hidden_dim: int = 512
-    latent_dim: int = 256
-    num_visible: int = 128  # RBM visible units: the first part of the latent split
-    num_hidden: int = 128  # RBM hidden units: the rest of the latent vector
-    activation: str = "tanh"
-    prior: str = "boltzmann"  # boltzmann: RBM (gamma = 0) or QBM (gamma > 0); gaussian: the N(0, I) VAE baseline
-    gamma: float = 0.0  # transverse field of the QBM prior (0 = the classical RBM); needs sampler=pimc
-    trotter_slices: int = 16  # imaginary-time slices P of path-integral Monte Carlo (sampler=pimc)
+    input_dim: int = setting(784, "pixels per image (MNIST: 28 x 28)", low=1)
+    hidden_dim: int = setting(512, "width of the encoder's and decoder's hidden layer", low=1)
+    latent_dim: int = setting(256, "binary latent units (= num_visible + num_hidden)", low=1)
+    num_visible: int = setting(128, "RBM visible units: the first part of the latent split", low=1)
+    num_hidden: int = setting(128, "RBM hidden units: the rest of the latent vector", low=1)
+    activation: str = setting("tanh", "hidden-layer activation", choices=ACTIVATIONS)
+    prior: str = setting("boltzmann", "boltzmann: RBM (gamma = 0) or QBM (gamma > 0); gaussian: the N(0, I) VAE "
+                         "baseline", choices=PRIORS)
+    gamma: float = setting(0.0, "transverse field of the QBM prior (0 = the classical RBM); needs sampler=pimc",
+                           low=0.0)
+    trotter_slices: int = setting(16, "imaginary-time slices P of path-integral Monte Carlo (sampler=pimc)", low=2)
     # objective
-    dist_beta: float = 10.0  # sharpness of the spike-and-exponential smoothing
-    kl_beta: float = 1e-6  # weight of the KL term in the optimised loss
-    weight_decay: float = 0.01  # L2 on the RBM parameters, added to the loss as the seed does
+    dist_beta: float = setting(10.0, "sharpness of the spike-and-exponential smoothing", low=0.0, low_open=True)
+    kl_beta: float = setting(1e-6, "weight of the KL term in the optimised loss", low=0.0)
+    weight_decay: float = setting(0.01, "L2 on the RBM parameters, added to the loss as the seed does", low=0.0)
     # optimisation
-    batch_size: int = 256
-    epochs: int = 20
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
+    batch_size: int = setting(256, "images per Adam step (at most the training images)", low=1)
+    epochs: int = setting(20, "passes over the training images", low=1)
+    lr: float = setting(1e-3, "Adam learning rate", low=0.0, low_open=True)
+    seed: int = setting(0, "seed of every random stream (data order, noise, sampler chains)", low=0)
+    device: str = setting("auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES, prefixes=("cuda:",))
     # negative phase sampler
-    sampler: str = "pcd"  # pcd | sa | kaiwu (any kaiwu IsingSolver, e.g. the licensed SA/CIM) | pimc (QBM)
-    sampler_chains: int = 256  # negative samples per step (persistent chains for pcd)
-    sampler_sweeps: int = 4  # Gibbs sweeps per step (pcd) or annealing sweeps (sa)
-    sa_initial_temperature: float = 100.0
-    sa_final_temperature: float = 1.0  # 1 samples the model; 0.001 reproduces kaiwu's optimiser
-    kaiwu_solver: str = "kaiwu.classical.SimulatedAnnealingOptimizer"
+    sampler: str = setting("pcd", "pcd | sa | kaiwu (any kaiwu IsingSolver, e.g. the licensed SA/CIM) | pimc (QBM)",
+                           choices=SAMPLERS)
+    sampler_chains: int = setting(256, "negative samples per step (persistent chains for pcd)", low=1)
+    sampler_sweeps: int = setting(4, "Gibbs sweeps per step (pcd) or annealing sweeps (sa)", low=1)
+    sa_initial_temperature: float = setting(100.0, "simulated annealing's first temperature", low=0.0,
+                                            low_open=True)
+    sa_final_temperature: float = setting(1.0, "simulated annealing's last temperature (1 samples the model; "
+                                          "0.001 reproduces kaiwu's optimiser)", low=0.0, low_open=True)
+    kaiwu_solver: str = setting("kaiwu.classical.SimulatedAnnealingOptimizer", "the kaiwu solver class "
+                                "(sampler=kaiwu)")
     # generation
-    generate_sweeps: int = 200  # Gibbs burn-in sweeps from a random state when generating
+    generate_sweeps: int = setting(200, "Gibbs burn-in sweeps from a random state when generating", low=1)
     # log Z of the prior, estimated after each epoch to report the true KL and ELBO
-    log_z_chains: int = 256  # AIS chains (exact enumeration replaces AIS for small RBMs)
-    log_z_betas: int = 300  # AIS inverse temperatures; 0 skips log Z (kl/elbo then not logged)
+    log_z_chains: int = setting(256, "AIS chains of log Z (exact enumeration replaces AIS for small RBMs)", low=2)
+    log_z_betas: int = setting(300, "AIS inverse temperatures of log Z (kl/elbo are then logged)", low=2,
+                               zero="skip log Z")
     # data
-    data_dir: str = "data"
-    train_size: int = 0  # 0 = all 60 000 training images
-    test_size: int = 0  # 0 = all 10 000 test images
-    binarize: str = "none"
+    data_dir: str = setting("data", "where MNIST is (fetched if missing)", non_empty=True)
+    train_size: int = setting(0, "training images", low=0, high=N_TRAIN, note="0 means all")
+    test_size: int = setting(0, "test images (validation and scores)", low=0, high=N_TEST, note="0 means all")
+    binarize: str = setting("none", "none: grey levels; dynamic: resampled each batch; static: once",
+                            choices=BINARIZE_MODES)
 
     def __post_init__(self) -> None:
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise ConfigError naming the first field outside its accepted range."""
-        for name in ("input_dim", "hidden_dim", "latent_dim", "num_visible", "num_hidden",
-                     "batch_size", "epochs", "sampler_chains", "sampler_sweeps", "generate_sweeps"):
-            _require_int(self, name, low=1)
-        _require_int(self, "seed", low=0)
-        _require_int(self, "trotter_slices", low=2)
-        _require_int(self, "log_z_chains", low=2)
-        if self.log_z_betas != 0:
-            _require_int(self, "log_z_betas", low=2, note="0 skips the log Z estimate")
+        """Raise ConfigError naming the first field outside its accepted range (each field's declared
+        range, in declaration order), then the rules between fields."""
+        check_fields(self)
         if self.num_visible + self.num_hidden != self.latent_dim:
             raise ConfigError(
                 f"num_visible + num_hidden must equal latent_dim: {self.num_visible} + "
                 f"{self.num_hidden} != {self.latent_dim} (choose num_visible in 1..{self.latent_dim - 1} "
                 f"and num_hidden = latent_dim - num_visible)"
             )
-        _require_float(self, "dist_beta", low=0.0, low_open=True)
-        _require_float(self, "kl_beta", low=0.0)
-        _require_float(self, "weight_decay", low=0.0)
-        _require_float(self, "lr", low=0.0, low_open=True)
-        _require_float(self, "gamma", low=0.0)
-        _require_float(self, "sa_initial_temperature", low=0.0, low_open=True)
-        _require_float(self, "sa_final_temperature", low=0.0, low_open=True)
         if self.sa_final_temperature > self.sa_initial_temperature:
             raise ConfigError(
                 f"sa_final_temperature must be <= sa_initial_temperature "
                 f"({self.sa_final_temperature} > {self.sa_initial_temperature})"
             )
-        _require_choice(self, "activation", ACTIVATIONS)
-        _require_choice(self, "sampler", SAMPLERS)
-        _require_choice(self, "prior", PRIORS)
         if self.gamma > 0 and self.prior != "boltzmann":
             raise ConfigError(f"gamma must be 0 with prior={self.prior} (a transverse field only applies to "
                               f"prior=boltzmann), got {self.gamma}")
         if self.gamma > 0 and self.sampler != "pimc":
             raise ConfigError(f"gamma > 0 (a quantum Boltzmann prior) needs sampler=pimc; sampler={self.sampler} "
                               f"samples the classical RBM (gamma = 0), got gamma={self.gamma}")
-        _require_choice(self, "binarize", BINARIZE_MODES)
-        _require_choice(self, "device", DEVICES, prefix_ok=("cuda:",))
-        _require_int(self, "train_size", low=0, high=60_000, note="0 means all")
-        _require_int(self, "test_size", low=0, high=10_000, note="0 means all")
-        if not isinstance(self.data_dir, str) or not self.data_dir:
-            raise ConfigError("data_dir must be a non-empty path")
-        n_train = self.train_size or 60_000
+        n_train = self.train_size or N_TRAIN
         if self.batch_size > n_train:
             raise ConfigError(
                 f"batch_size must be <= the number of training images: {self.batch_size} > "
                 f"{'train_size ' if self.train_size else 'all '}{n_train} (accepted: 1..{n_train})"
             )
+
+    # ------------------------------------------------------------------ resuming
+    def resume_mismatches(self, saved: Mapping[str, Any]) -> list[str]:
+        """The fields (sorted) in which this config differs from `saved`, the config a run was started
+        with (a checkpoint's dict, or a run's logged params as strings), ignoring RESUME_MAY_DIFFER.
+        A field `saved` lacks predates it and counts as its declared default."""
+        mine = self.to_dict()
+        return sorted(f.name for f in fields(self) if f.name not in RESUME_MAY_DIFFER
+                      and _as_type(saved.get(f.name, f.default), mine[f.name]) != mine[f.name])
+
+    def check_resumable(self, saved: Mapping[str, Any], epoch: int, source: str) -> None:
+        """The one resume rule: the config equals `saved` but for RESUME_MAY_DIFFER, and `epochs` goes
+        beyond `epoch`, the last one `source` (e.g. "run <id>") completed; else a ConfigError."""
+        differ = self.resume_mismatches(saved)
+        if differ:
+            detail = ", ".join(f"{k}: saved {saved.get(k)}, given {getattr(self, k)}" for k in differ)
+            raise ConfigError(f"resume: the config must equal {source}'s except {', '.join(RESUME_MAY_DIFFER)}; "
+                              f"{detail}")
+        if epoch >= self.epochs:
+            raise ConfigError(f"resume: {source} is at epoch {epoch}; epochs must be > {epoch} to continue it, "
+                              f"got {self.epochs}")
 
     # ------------------------------------------------------------------ conversions
     def to_dict(self) -> dict[str, Any]:
@@ -145,83 +163,69 @@ class Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def _require_int(cfg: Config, name: str, low: int, high: int | None = None, note: str = "") -> None:
-    value = getattr(cfg, name)
-    bad_type = isinstance(value, bool) or not isinstance(value, int)
-    if bad_type or value < low or (high is not None and value > high):
-        upper = "" if high is None else str(high)
-        extra = f"; {note}" if note else ""
-        raise ConfigError(f"{name} must be an integer in {low}..{upper or 'inf'}{extra}, got {value!r}")
-
-
-def _require_float(cfg: Config, name: str, low: float, low_open: bool = False) -> None:
-    value = getattr(cfg, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low)
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
-    setattr(cfg, name, float(value))
-
-
-def _require_choice(cfg: Config, name: str, choices: tuple[str, ...],
-                    prefix_ok: tuple[str, ...] = ()) -> None:
-    value = getattr(cfg, name)
-    if value in choices or (isinstance(value, str) and value.startswith(prefix_ok) and prefix_ok):
-        return
-    accepted = ", ".join(choices + tuple(p + "N" for p in prefix_ok))
-    raise ConfigError(f"{name} must be one of {accepted}; got {value!r}")
+def _as_type(value: Any, current: Any) -> Any:
+    """`value` (a logged param is a string) as the type of `current`."""
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    if isinstance(current, bool):
+        return value.lower() == "true"
+    try:
+        return float(value) if isinstance(current, float) else int(float(value))
+    except ValueError:
+        return value
 
 
 @dataclass
-class JobOptions:
-    """Settings of the main job that are not model hyperparameters."""
+class ScoreSettings:
+    """How much of the final evaluation to do (0 skips a score): the main job, `qvae evaluate` and
+    benchmarks/compare.py all score with these. The test NLL and the latent probe cost minutes to
+    hours, so they are off unless asked for (the MLproject's main and evaluate entry points ask for
+    the seed's protocol: nll_samples 1000, probe_epochs 100)."""
 
-    fid_samples: int = 10_000  # generated and real images compared by FID/KID (0 skips FID)
-    fid_batch_size: int = 100
-    tsne_interval: int = 1  # a t-SNE frame every N epochs (0: none)
-    tsne_points: int = 2000  # test images in each frame
-    tsne_final_points: int = 10_000  # test images in the final high-quality t-SNE (0: none)
-    # test NLL and latent probe: off unless asked for (the MLproject's main entry point asks: 1000 and 100),
-    # so library callers such as tuning trials do not pay for them
-    nll_samples: int = 0  # importance samples K per image of the test NLL (0 skips it; DVAE# uses 4000)
-    nll_images: int = 0  # test images the NLL averages over (0: all of them)
-    nll_ais_chains: int = 1000  # AIS chains of the NLL's log Z (RBMs too large to enumerate)
-    nll_ais_betas: int = 1000  # AIS inverse temperatures of the NLL's log Z (DVAE#: 1000)
-    probe_epochs: int = 0  # epochs of the latent-probe MLP (0 skips latent_accuracy; the seed used 100)
-    experiment_name: str = ""  # "" = the active/default experiment (mlflow run picks it)
-    run_name: str = ""
-    register_model: str = ""  # a registered model name, e.g. qvae-mnist ("" = do not register)
-    resume: str = ""  # an MLflow run id: continue that (killed) run from its last logged checkpoint
-    output_dir: str = ""  # local copies of everything logged ("" = a temporary directory)
-    progress: bool = True
-    extra_tags: dict[str, str] = field(default_factory=dict)
+    fid_samples: int = setting(10_000, "generated and real test images compared by FID/KID", low=2, high=N_TEST,
+                               zero="skip")
+    fid_batch_size: int = setting(100, "images per Inception forward pass", low=1)
+    nll_samples: int = setting(0, "importance samples K per image of the test NLL (DVAE# uses 4000)", low=0,
+                               high=1_000_000, note="0 skips the test NLL")
+    nll_images: int = setting(0, "test images the NLL averages over", low=2, high=N_TEST, zero="all")
+    nll_ais_chains: int = setting(1000, "AIS chains of the NLL's log Z (RBMs too large to enumerate)", low=2,
+                                  high=1_000_000)
+    nll_ais_betas: int = setting(1000, "AIS inverse temperatures of the NLL's log Z (DVAE#: 1000)", low=2,
+                                 high=1_000_000)
+    probe_epochs: int = setting(0, "epochs of the latent-probe MLP (the seed used 100)", low=0, high=10_000,
+                                note="0 skips the latent probe")
+
+    def validate_scores(self, test_size: int = N_TEST) -> None:
+        """The declared ranges, FID and NLL images narrowed to the `test_size` test images available."""
+        for f in fields(ScoreSettings):
+            limited = f.name in ("fid_samples", "nll_images")
+            check_field(self, f.name, high=test_size if limited else None,
+                        why="the test images available" if limited else "")
+
+    def score_settings(self) -> ScoreSettings:
+        """Only the score settings (e.g. of a JobOptions)."""
+        return ScoreSettings(**{f.name: getattr(self, f.name) for f in fields(ScoreSettings)})
+
+
+@dataclass
+class JobOptions(ScoreSettings):
+    """Settings of the main job that are not model hyperparameters: the score settings, pictures, naming."""
+
+    tsne_interval: int = setting(1, "a t-SNE frame every N epochs", low=0, note="0: no frames")
+    tsne_points: int = setting(2000, "test images in each t-SNE frame", low=10, high=N_TEST)
+    tsne_final_points: int = setting(10_000, "test images in the final high-quality t-SNE", low=10, high=N_TEST,
+                                     zero="none")
+    experiment_name: str = setting("", "MLflow experiment (\"\": the active/default one; mlflow run picks it)")
+    run_name: str = setting("", "MLflow run name")
+    register_model: str = setting("", "register the model under this name, e.g. qvae-mnist (\"\": do not)")
+    resume: str = setting("", "an MLflow run id: continue that (killed) run from its last logged checkpoint")
+    output_dir: str = setting("", "local copies of everything logged (\"\": a temporary directory)")
+    progress: bool = setting(True, "show progress bars")
+    extra_tags: dict[str, str] = setting({}, "MLflow tags added to the run")
 
     def validate(self, config: Config) -> None:
-        test_size = config.test_size or 10_000
-        if self.fid_samples != 0 and not 2 <= self.fid_samples <= test_size:
-            raise ConfigError(f"fid_samples must be 0 (skip) or in 2..{test_size} (the test images available), "
-                              f"got {self.fid_samples}")
-        if self.tsne_interval < 0:
-            raise ConfigError(f"tsne_interval must be >= 0 (0: no frames), got {self.tsne_interval}")
-        if not 10 <= self.tsne_points <= 10_000:
-            raise ConfigError(f"tsne_points must be in 10..10000, got {self.tsne_points}")
-        if self.tsne_final_points != 0 and not 10 <= self.tsne_final_points <= 10_000:
-            raise ConfigError(f"tsne_final_points must be 0 (none) or in 10..10000, got {self.tsne_final_points}")
-        if self.fid_batch_size < 1:
-            raise ConfigError(f"fid_batch_size must be >= 1, got {self.fid_batch_size}")
-        self.validate_scores(test_size)
-
-    def validate_scores(self, test_size: int) -> None:
-        """The test-NLL and latent-probe settings (shared by the main job, `qvae evaluate`, benchmarks)."""
-        checks = (("nll_samples", 0, 1_000_000, "0 skips the test NLL"),
-                  ("nll_ais_chains", 2, 1_000_000, ""), ("nll_ais_betas", 2, 1_000_000, ""),
-                  ("probe_epochs", 0, 10_000, "0 skips the latent probe"))
-        for name, low, high, note in checks:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be an integer in {low}..{high}{'; ' + note if note else ''}, "
-                                  f"got {value!r}")
-        n = self.nll_images
-        if isinstance(n, bool) or not isinstance(n, int) or not (n == 0 or 2 <= n <= test_size):
-            raise ConfigError(f"nll_images must be 0 (all) or in 2..{test_size} (the test images available), got {n!r}")
+        """Every declared range; FID and NLL images at most the config's test images."""
+        self.validate_scores(config.test_size or N_TEST)
+        for f in fields(self):
+            if f.name not in {g.name for g in fields(ScoreSettings)}:
+                check_field(self, f.name)

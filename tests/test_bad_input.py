@@ -35,6 +35,8 @@ CASES = {  # flags (after TINY: the last one wins) -> what the message must say
     "batch beyond MNIST": (["--train-size", "0", "--batch-size", "70000"], ["batch_size", "1..60000"]),
     "unknown sampler": (["--sampler", "gibbs-ish"], ["sampler must be one of pcd, sa, kaiwu", "'gibbs-ish'"]),
     "fid_samples 1": (["--fid-samples", "1"], ["fid_samples", "0 (skip) or in 2..256", "got 1"]),
+    "tsne_points 5": (["--tsne-points", "5"], ["tsne_points", "10..10000", "got 5"]),
+    "nll_samples negative": (["--nll-samples", "-1"], ["nll_samples", "0..1000000", "0 skips the test NLL"]),
     "unwritable data_dir": (["--data-dir", "{file}/mnist"], ["data_dir must be a writable directory"]),
     "unreachable server": (["--tracking"], ["tracking_uri http://127.0.0.1:", "MLFLOW_TRACKING_URI",
                                             "is unreachable", "accepted:"]),
@@ -98,3 +100,20 @@ def test_a_password_in_the_storage_param_of_mlflow_run_is_refused(monkeypatch, c
     assert exit_info.value.code == 2
     assert "storage must not carry a password under `mlflow run`" in message and "QVAE_OPTUNA_STORAGE" in message
     assert "hunter2secret" not in message and "postgresql://qvae:***@db.example:5432/optuna" in message
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--n-trials", "0"], ["n_trials must be an integer in 1..inf", "got 0"]),
+    (["--pruner", "asha"], ["pruner must be one of median, hyperband, none", "'asha'"]),
+    (["--timeout", "-1"], ["timeout must be a finite number >= 0.0", "0: no limit", "got -1.0"]),
+    (["--visible-step", "0"], ["visible_step must be >= 1", "got 0"]),
+])
+def test_bad_tuning_flags_name_the_setting_and_its_range(flags, expected, capsys):
+    """`python -m tuning` validates its declared settings the same way, before any study starts."""
+    from tuning.cli import main as tune
+
+    with pytest.raises(SystemExit) as exit_info:
+        tune(["--n-trials", "1", *flags])
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 2, message
+    assert len(message.strip().splitlines()[-1]) > 0 and all(part in message for part in expected), message

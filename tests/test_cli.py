@@ -37,3 +37,16 @@ def test_bad_flags_fail_before_anything_is_written(tmp_path):
     assert not out.exists()
     proc = run_qvae("train", "--output-dir", str(out), "--kl-beta", "-1")
     assert proc.returncode == 2 and "kl_beta must be a finite number >= 0" in proc.stderr
+
+
+def test_help_shows_each_settings_default_and_range():
+    proc = run_qvae("run", "--help")
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0
+    assert "--nll-samples INT importance samples K per image of the test NLL" in text
+    assert "(default: 0; an integer in 0..1000000; 0 skips the test NLL)" in text
+    assert "--dist-beta FLOAT sharpness of the spike-and-exponential smoothing (default: 10.0; a finite number > 0.0)" \
+        in text
+    proc = run_qvae("evaluate", "--help")
+    assert "--model STR MLflow model URI (as for generate) or a local model path (required)" in " ".join(
+        proc.stdout.split())

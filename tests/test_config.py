@@ -24,12 +24,12 @@ def test_defaults_are_the_seed():
     ({"lr": 0}, r"lr must be a finite number > 0"),
     ({"sampler": "magic"}, r"sampler must be one of pcd, sa, kaiwu"),
     ({"activation": "sin"}, r"activation must be one of"),
-    ({"binarize": "yes"}, r"binarize must be one of none, dynamic, static"),
+    ({"binarize": "yes"}, r"binarize must be one of none, static, dynamic"),
     ({"device": "tpu"}, r"device must be one of auto, cpu, cuda, mps, cuda:N"),
     ({"train_size": 70_000}, r"train_size must be an integer in 0\.\.60000"),
     ({"train_size": 100, "batch_size": 256}, r"batch_size must be <= the number of training images"),
     ({"sa_final_temperature": 200.0}, r"sa_final_temperature must be <= sa_initial_temperature"),
-    ({"log_z_betas": 1}, r"log_z_betas must be an integer in 2\.\."),
+    ({"log_z_betas": 1}, r"log_z_betas must be 0 \(skip log Z\) or in 2\.\.inf, got 1"),
 ])
 def test_invalid_values_are_refused(changes, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -42,3 +42,58 @@ def test_unknown_fields_are_refused_and_round_trip(tmp_path):
     c = Config(num_visible=64, num_hidden=192, device="cuda:1")
     c.save(tmp_path / "c.json")
     assert Config.load(tmp_path / "c.json") == c
+
+
+def test_resume_may_change_only_epochs_and_device():
+    saved = Config(epochs=2, device="cpu").to_dict()
+    assert Config(epochs=5, device="cuda:1").resume_mismatches(saved) == []
+    assert Config(epochs=5, dist_beta=5.0, seed=3).resume_mismatches(saved) == ["dist_beta", "seed"]
+    logged = {k: str(v) for k, v in saved.items()}  # MLflow params are strings; a float may be written 1e-06
+    assert Config(epochs=5).resume_mismatches({**logged, "kl_beta": "0.000001"}) == []
+    older = {k: v for k, v in saved.items() if k != "trotter_slices"}  # a record from before a field existed
+    assert Config(epochs=5).resume_mismatches(older) == []
+    assert Config(epochs=5, trotter_slices=8).resume_mismatches(older) == ["trotter_slices"]
+
+
+def test_check_resumable_names_the_field_or_the_epochs():
+    saved = Config(epochs=2).to_dict()
+    Config(epochs=3).check_resumable(saved, 2, "run abc")
+    with pytest.raises(ConfigError, match=r"equal run abc's except epochs, device; dist_beta: saved 10.0, given 5.0"):
+        Config(epochs=3, dist_beta=5.0).check_resumable(saved, 2, "run abc")
+    with pytest.raises(ConfigError, match=r"run abc is at epoch 2; epochs must be > 2 to continue it, got 2"):
+        Config(epochs=2).check_resumable(saved, 2, "run abc")
+
+
+def test_each_setting_is_declared_with_a_range_and_help():
+    """Validation, flags and help text all come from the declarations (qvae.settings)."""
+    import argparse
+    import dataclasses
+
+    from qvae.config import JobOptions, ScoreSettings
+    from qvae.settings import META_KEY, add_flags, picked_flags
+
+    for cls in (Config, ScoreSettings, JobOptions):
+        for f in dataclasses.fields(cls):
+            assert META_KEY in f.metadata and f.metadata["help"], (cls.__name__, f.name)
+    assert {f.name for f in dataclasses.fields(ScoreSettings)} < {f.name for f in dataclasses.fields(JobOptions)}
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Config, "config", prefix="cfg_")
+    help_text = " ".join(parser.format_help().split())
+    assert "--train-size INT training images (default: 0; an integer in 0..60000; 0 means all)" in help_text
+    args = parser.parse_args(["--lr", "0.01", "--num-visible", "100", "--num-hidden", "156"])
+    assert picked_flags(args, "cfg_") == {"lr": 0.01, "num_visible": 100, "num_hidden": 156}
+    assert Config(dist_beta=3).dist_beta == 3.0 and isinstance(Config(dist_beta=3).dist_beta, float)
+
+
+@pytest.mark.parametrize("changes,pattern", [
+    ({"fid_samples": 1}, r"fid_samples must be 0 \(skip\) or in 2\.\.500 \(the test images available\), got 1"),
+    ({"tsne_points": 5}, r"tsne_points must be an integer in 10\.\.10000, got 5"),
+    ({"tsne_final_points": 5}, r"tsne_final_points must be 0 \(none\) or in 10\.\.10000, got 5"),
+    ({"fid_batch_size": 0}, r"fid_batch_size must be an integer in 1\.\.inf, got 0"),
+    ({"progress": "yes"}, r"progress must be true or false"),
+])
+def test_job_options_are_checked_against_their_declarations(changes, pattern):
+    from qvae.config import JobOptions
+
+    with pytest.raises(ConfigError, match=pattern):
+        JobOptions(**{"fid_samples": 0, **changes}).validate(Config(test_size=500))

@@ -76,6 +76,42 @@ def test_a_crowd_on_fresh_stores(tmp_path):
         pytest.skip(f"MLflow, journal and SQLite checked; PostgreSQL skipped ({POSTGRES_ENV} unset or unreachable)")
 
 
+LOCKER = """
+import sys, time
+from pathlib import Path
+from qvae.tracking.store import file_lock
+
+path, waiting = Path(sys.argv[1]), Path(sys.argv[2])
+waiting.touch()
+with file_lock(path):
+    print(time.time())
+"""
+
+
+def test_file_lock_is_exclusive_across_processes_and_creates_its_folder(tmp_path):
+    """A second process waits at `file_lock` until the first leaves its block."""
+    import time
+
+    from qvae.tracking.store import file_lock
+
+    lock, waiting = tmp_path / "new" / "folder" / "store.db.lock", tmp_path / "waiting"
+    with file_lock(lock):
+        assert lock.parent.is_dir()
+        child = subprocess.Popen([sys.executable, "-c", LOCKER, str(lock), str(waiting)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not waiting.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(1.0)  # the child is at the lock by now, or past it if the lock did not hold
+        assert child.poll() is None, child.communicate()
+        released = time.time()
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err[-2500:]
+    assert float(out.strip().splitlines()[-1]) >= released
+    with file_lock(lock):  # released by the child too: a third holder gets in at once
+        pass
+
+
 def _check_study(url: str) -> None:
     from tuning.study import make_storage
 

@@ -13,14 +13,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from qvae.cli import _add_config_flags, add_dataclass_flags, config_from_args, picked_flags
+from qvae.cli import add_config_flags, add_job_flags, config_from_args
 from qvae.config import ConfigError, JobOptions
+from qvae.settings import add_flags, picked_flags
 from tuning.objective import check_objective
 from tuning.space import SearchSpace
-from tuning.study import StudySettings, WorkerSpec, run_study, run_worker
-
-# Per-trial job defaults: cheaper pictures than the main job, FID on 1000 samples.
-TRIAL_DEFAULTS = {"fid_samples": 1000, "tsne_interval": 0, "tsne_final_points": 0}
+from tuning.study import TRIAL_DEFAULTS, TRIAL_FIXED, StudySettings, WorkerSpec, run_study, run_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", help="JSON file of search-space fields; flags override it")
     parser.add_argument("--config", help="JSON file of fixed config fields; flags override it")
     parser.add_argument("--no-progress", action="store_true")
-    add_dataclass_flags(parser, StudySettings, "study", "study_", skip=("extra",))
-    add_dataclass_flags(parser, SearchSpace, "search space", "space_")
-    add_dataclass_flags(parser, JobOptions, "each trial's job", "job_",
-                         skip=("progress", "extra_tags", "register_model", "experiment_name", "output_dir", "resume"),
-                         defaults=TRIAL_DEFAULTS)
-    _add_config_flags(parser)
+    add_flags(parser, StudySettings, "study", "study_", skip=("extra",))
+    add_flags(parser, SearchSpace, "search space", "space_")
+    add_job_flags(parser, skip=TRIAL_FIXED, title="each trial's job", defaults=TRIAL_DEFAULTS)
+    add_config_flags(parser)
     return parser
 
 

@@ -15,28 +15,36 @@ from typing import Any
 import optuna
 
 from qvae.config import ConfigError
+from qvae.settings import check_fields, setting
 
 
 @dataclass
 class SearchSpace:
-    latent_total: int = 256  # fixed total of RBM units (the config's latent_dim) unless latent_choices
-    latent_choices: tuple[int, ...] = ()  # optionally search the total too, e.g. (128, 256)
-    visible_min: int = 16  # num_visible is drawn from visible_min..total - visible_min
-    visible_step: int = 16
-    dist_beta_min: float = 2.0
-    dist_beta_max: float = 30.0  # log scale
-    kl_beta_min: float = 1e-6
-    kl_beta_max: float = 1.0  # log scale over several decades
-    lr_min: float = 0.0  # 0: lr is not searched (the base config's lr is used)
-    lr_max: float = 0.0
-    gamma_min: float = 0.0  # the QBM's transverse field, drawn uniformly from gamma_min..gamma_max
-    gamma_max: float = 0.0  # 0: not searched (the base config's gamma); > 0: trials use sampler=pimc
+    """What a trial draws: the latent split, dist_beta and kl_beta (log scales), optionally lr and gamma."""
+
+    latent_total: int = setting(256, "fixed total of RBM units (default: the config's latent_dim) unless "
+                                "latent_choices", low=2)
+    latent_choices: tuple[int, ...] = setting((), "optionally search the total too, e.g. 128 256")
+    visible_min: int = setting(16, "num_visible is drawn from visible_min..total - visible_min", low=1,
+                               note="at most total / 2")
+    visible_step: int = setting(16, "step of num_visible", low=1)
+    dist_beta_min: float = setting(2.0, "lower end of dist_beta (log scale)", low=0.0, low_open=True)
+    dist_beta_max: float = setting(30.0, "upper end of dist_beta (log scale)", low=0.0, low_open=True)
+    kl_beta_min: float = setting(1e-6, "lower end of kl_beta (log scale over several decades)", low=0.0,
+                                 low_open=True)
+    kl_beta_max: float = setting(1.0, "upper end of kl_beta", low=0.0, low_open=True)
+    lr_min: float = setting(0.0, "lower end of lr (log scale)", low=0.0, note="lr_min = lr_max = 0: not searched")
+    lr_max: float = setting(0.0, "upper end of lr", low=0.0, note="0: lr not searched (the base config's)")
+    gamma_min: float = setting(0.0, "lower end of the QBM's transverse field (uniform)", low=0.0)
+    gamma_max: float = setting(0.0, "upper end of gamma; > 0: trials use sampler=pimc", low=0.0,
+                               note="0: not searched (the base config's gamma)")
 
     def __post_init__(self) -> None:
         self.latent_choices = tuple(int(c) for c in self.latent_choices)
         self.validate()
 
     def validate(self) -> None:
+        """The rules between fields, then every declared range."""
         totals = self.latent_choices or (self.latent_total,)
         for total in totals:
             if total < 2:
@@ -56,6 +64,7 @@ class SearchSpace:
         if not 0 <= self.gamma_min <= self.gamma_max:
             raise ConfigError(f"gamma_min and gamma_max must satisfy 0 <= gamma_min <= gamma_max (gamma_max = 0: "
                               f"gamma not searched), got {self.gamma_min}, {self.gamma_max}")
+        check_fields(self)  # the declared ranges (the rules above name both ends of a pair first)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Config changes for one trial: the latent split, dist_beta, kl_beta (and lr, gamma)."""

@@ -26,19 +26,19 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
-from optuna.storages import JournalStorage, RDBStorage, fail_stale_trials
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, fail_stale_trials
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import load_mnist_for
+from qvae.settings import check_fields, setting
 from qvae.tracking.job import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.tracking.store import (
     creation_raced,
@@ -65,38 +65,40 @@ except ImportError:  # pragma: no cover - older Optuna
     from optuna.storages import RetryFailedTrialCallback as _RetryStale
 
 
+# Each trial's job: cheaper than the main job (FID on 1000 samples, no t-SNE pictures); its other
+# options are the JobOptions defaults. A trial takes no naming or resume options from the command
+# line (the study names, registers and resumes): those flags are left out.
+TRIAL_DEFAULTS = {"fid_samples": 1000, "tsne_interval": 0, "tsne_final_points": 0}
+TRIAL_FIXED = ("register_model", "experiment_name", "output_dir", "resume")
+
+
 @dataclass
 class StudySettings:
-    study_name: str = "qvae-mnist"
-    storage: str = ""  # an Optuna storage URL; "" = a journal file in the working directory
-    optuna_sampler: str = "tpe"  # seeded with the config's seed (+ the worker's index)
-    pruner: str = "median"
-    n_trials: int = 20  # the study's total: a resumed study runs only the missing ones
-    timeout: float = 0.0  # seconds per worker; 0 = no limit
-    workers: int = 1
-    objective: str = "fid"
-    register_model: str = DEFAULT_REGISTERED_MODEL  # "" = do not register the best trial
-    alias: str = "champion"
-    heartbeat_interval: int = 60  # seconds between a running trial's heartbeats (RDB storages; 0: off)
-    grace_period: int = 0  # seconds without a heartbeat before a trial counts as dead (0: 2 x interval)
-    max_retry: int = 3  # how often a dead worker's trial is queued again
-    extra: dict[str, Any] = field(default_factory=dict)
+    """The study: where it lives, how it samples and prunes, how many trials, what it registers."""
+
+    study_name: str = setting("qvae-mnist", "the Optuna study (a resumed study keeps its trials)",
+                              pattern=r"[A-Za-z0-9_.-]{1,128}", pattern_text="1..128 letters, digits, '_', '.', '-'")
+    storage: str = setting("", f"an Optuna storage URL (\"\": ${STORAGE_ENV}, else the journal file "
+                           f"{DEFAULT_JOURNAL}); never a password under `mlflow run`")
+    optuna_sampler: str = setting("tpe", "seeded with the config's seed (+ the worker's index)", choices=SAMPLERS)
+    pruner: str = setting("median", "stops poor trials early on their validation -ELBO", choices=PRUNERS)
+    n_trials: int = setting(20, "the study's total: a resumed study runs only the missing ones", low=1)
+    timeout: float = setting(0.0, "seconds per worker", low=0.0, note="0: no limit")
+    workers: int = setting(1, "worker processes on this machine", low=1)
+    objective: str = setting("fid", "what a trial minimises (test_nll needs nll_samples >= 1)", choices=OBJECTIVES)
+    register_model: str = setting(DEFAULT_REGISTERED_MODEL, "register the best trial's model under this name "
+                                  "(\"\": do not)")
+    alias: str = setting("champion", "the registered model's alias for the best trial")
+    heartbeat_interval: int = setting(60, "seconds between a running trial's heartbeats (RDB storages)", low=0,
+                                      note="0: off")
+    grace_period: int = setting(0, "seconds without a heartbeat before a trial counts as dead", low=0,
+                                note="0: 2 x heartbeat_interval")
+    max_retry: int = setting(3, "how often a dead worker's trial is queued again", low=0)
+    extra: dict[str, Any] = setting({}, "free-form settings kept with the study")
 
     def validate(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", self.study_name):
-            raise ConfigError(f"study_name must be 1..128 letters, digits, '_', '.', '-'; got {self.study_name!r}")
-        for name, choices in (("optuna_sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
-        if self.n_trials < 1:
-            raise ConfigError(f"n_trials must be >= 1, got {self.n_trials}")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be >= 1, got {self.workers}")
-        if self.timeout < 0:
-            raise ConfigError(f"timeout must be >= 0 seconds (0: none), got {self.timeout}")
-        for name in ("heartbeat_interval", "grace_period", "max_retry"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {getattr(self, name)}")
+        """Every declared range, then the rules between fields."""
+        check_fields(self)
         if self.grace_period and self.heartbeat_interval and self.grace_period <= self.heartbeat_interval:
             raise ConfigError(f"grace_period must be > heartbeat_interval ({self.heartbeat_interval} s) or 0 "
                               f"(2 x heartbeat_interval), got {self.grace_period}")
@@ -185,25 +187,28 @@ def counted_trials(study: optuna.Study) -> list[FrozenTrial]:
             and not (t.state == TrialState.FAIL and t.number in again)]
 
 
-def fail_orphaned_trials(study: optuna.Study, pids: list[int], host: str | None = None,
+def fail_orphaned_trials(study: optuna.Study, storage: BaseStorage, pids: list[int], host: str | None = None,
                          max_retry: int | None = 3) -> list[int]:
-    """Fail (and retry) the running trials held by worker processes `pids` of `host`, now dead."""
+    """Fail (and retry) the running trials held by worker processes `pids` of `host`, now dead.
+    `storage` is the study's (as `open_study_and_storage` returns it)."""
     host = host or socket.gethostname()
     owners = {f"{host}:{pid}" for pid in pids}
-    storage = study._storage
-    heartbeat = is_heartbeat_enabled(storage)
+    # RDBStorage is Optuna's one public storage with heartbeats (its BaseHeartbeat base class is private)
+    heartbeat = isinstance(storage, RDBStorage) and storage.get_heartbeat_interval() is not None
     callback = (heartbeat and storage.get_heartbeat_stale_trial_callback()) or DeadWorkerCallback(max_retry)
+    study_id = storage.get_study_id_from_name(study.study_name)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get(WORKER_ATTR) not in owners:
             continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
-            storage.set_trial_user_attr(trial._trial_id, "fail_reason", dead_worker_reason(trial))
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            storage.set_trial_user_attr(trial_id, "fail_reason", dead_worker_reason(trial))
+            if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker's heartbeat check got there first
-        callback(study, storage.get_trial(trial._trial_id))
+        callback(study, storage.get_trial(trial_id))
         failed.append(trial.number)
     if heartbeat:
         fail_stale_trials(study)  # a worker that died before naming itself, or on another host
@@ -227,14 +232,22 @@ def make_pruner(settings: StudySettings) -> optuna.pruners.BasePruner:
 
 def open_study(settings: StudySettings, seed: int = 0, worker: int = 0) -> optuna.Study:
     """Create the study or load it: safe when many processes (or hosts) start at once."""
+    return open_study_and_storage(settings, seed, worker)[0]
+
+
+def open_study_and_storage(settings: StudySettings, seed: int = 0,
+                           worker: int = 0) -> tuple[optuna.Study, BaseStorage | str]:
+    """`open_study`, and the storage it made (`make_storage`) for direct use, e.g. to fail trials."""
     url = settings.storage_url
     db = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
-    def create() -> optuna.Study:
+    def create() -> tuple[optuna.Study, BaseStorage | str]:
         with file_lock(db.with_name(db.name + ".lock")) if db else contextlib.nullcontext():
-            return optuna.create_study(storage=make_storage(url, settings), study_name=settings.study_name,
-                                       sampler=make_sampler(settings, seed, worker), pruner=make_pruner(settings),
-                                       direction="minimize", load_if_exists=True)
+            storage = make_storage(url, settings)
+            study = optuna.create_study(storage=storage, study_name=settings.study_name,
+                                        sampler=make_sampler(settings, seed, worker), pruner=make_pruner(settings),
+                                        direction="minimize", load_if_exists=True)
+            return study, storage
 
     # another process may create the tables or the study between check and insert
     return store_write(create, retry_if=lambda err: isinstance(err, optuna.exceptions.DuplicatedStudyError)
@@ -302,7 +315,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
     options.validate(config)
     check_objective(settings.objective, options)
     prepare_store()  # the tracking store exists (or its server answers) before any worker starts
-    study = open_study(settings, config.seed)  # create the study once, before any worker starts
+    study, storage = open_study_and_storage(settings, config.seed)  # created once, before any worker starts
     with tracked_run(run_name=options.run_name or f"study-{settings.study_name}") as parent:
         store_write(mlflow.set_tags, {"qvae.entry_point": "tune", "optuna.study_name": settings.study_name})
         log_new_params({"study_name": settings.study_name, "storage_url": redact(settings.storage_url),
@@ -324,7 +337,8 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
             else:
                 dead = run_worker_processes(spec, shares)
                 if dead:  # their running trials were failed and queued again: run what is missing
-                    fail_orphaned_trials(study, dead, max_retry=settings.max_retry)  # reads the storage afresh
+                    if isinstance(storage, BaseStorage):  # read afresh: the workers wrote to it
+                        fail_orphaned_trials(study, storage, dead, max_retry=settings.max_retry)
                     missing = remaining_trials(study, settings.n_trials)
                     log.warning("worker process(es) %s died; running the %d missing trial(s) here", dead, missing)
                     run_worker(dataclasses.replace(spec, n_trials=missing))

@@ -11,10 +11,10 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from qvae.config import BINARIZE_MODES, Config
 from qvae.data.fetch import (
     MNIST_SOURCES,
     RAW_MD5,
@@ -27,11 +27,6 @@ from qvae.data.fetch import (
     ensure_mnist,
     read_idx,
 )
-
-if TYPE_CHECKING:
-    from qvae.config import Config
-
-BINARIZE_MODES: tuple[str, ...] = ("none", "static", "dynamic")
 
 
 @dataclass(frozen=True)

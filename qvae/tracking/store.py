@@ -21,15 +21,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import mlflow
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from qvae.config import Config, ConfigError
+from qvae.config import RESUME_MAY_DIFFER, Config, ConfigError
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
@@ -45,19 +45,10 @@ def redact(url: str) -> str:
 # ---------------------------------------------------------------- first use
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on `path` (created if missing) for the block's duration."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no lock, MLflow's own behaviour
-        yield
-        return
+    """An exclusive advisory lock on `path` (created if missing, with its folder) for the block's duration."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(path):  # waits as long as another process holds it
+        yield
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -229,20 +220,9 @@ def check_tracking_server(uri: str | None = None, timeout: float = PROBE_TIMEOUT
 
 
 # ---------------------------------------------------------------- resume
-def _as_field_type(value: str, current: Any) -> Any:
-    if isinstance(current, bool):
-        return value.lower() == "true"
-    if isinstance(current, (int, float)):
-        try:
-            return type(current)(float(value)) if isinstance(current, float) else int(float(value))
-        except ValueError:
-            return value
-    return value
-
-
 def check_resume(run_id: str, config: Config) -> str:
     """The run to continue must exist, hold a checkpoint, and have been logged with this config
-    (all but `epochs`); returns the artifact path of its last checkpoint."""
+    (`Config.resume_mismatches`: all but epochs and device); returns the artifact path of its last checkpoint."""
     client = MlflowClient()
     try:
         run = client.get_run(run_id)
@@ -253,12 +233,12 @@ def check_resume(run_id: str, config: Config) -> str:
     if CHECKPOINT_ARTIFACT not in names:
         raise ConfigError(f"resume: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact (it stopped before its "
                           f"first epoch ended); accepted: a run with at least one logged checkpoint")
-    logged, mine = run.data.params, config.to_dict()
-    differ = sorted(f.name for f in fields(Config) if f.name != "epochs" and f.name in logged
-                    and _as_field_type(logged[f.name], mine[f.name]) != mine[f.name])
+    logged = run.data.params
+    differ = config.resume_mismatches(logged)
     if differ:
-        detail = ", ".join(f"{k}: logged {logged[k]}, given {mine[k]}" for k in differ)
-        raise ConfigError(f"resume: the config must equal run {run_id}'s logged params except epochs; {detail}")
+        detail = ", ".join(f"{k}: logged {logged.get(k)}, given {getattr(config, k)}" for k in differ)
+        raise ConfigError(f"resume: the config must equal run {run_id}'s logged params except "
+                          f"{', '.join(RESUME_MAY_DIFFER)}; {detail}")
     return CHECKPOINT_ARTIFACT
 
 

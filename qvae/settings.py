@@ -1,0 +1,187 @@
+"""Settings declared once: a dataclass field with its default, accepted range and help text.
+
+`setting(default, help, ...)` declares a field; the same declaration then gives
+- the validation (`check_fields`: a one-line ConfigError naming the field and its range),
+- the command-line flags (`add_flags`: one `--field-name` per field, the range in its help),
+- the MLproject check (tests/test_mlproject.py compares its parameters with these fields).
+
+Plain Python and argparse only: the config, the CLI and the tuning package all import it cheaply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+META_KEY = "setting"
+
+
+class ConfigError(ValueError):
+    """A setting holds a value outside its accepted range."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The accepted values of one setting: an integer or float range, a choice, or a text pattern.
+
+    `zero` makes 0 accepted outside `low..high` with that meaning ("skip", "all"); `note` says
+    what a special value means; `prefixes` accepts e.g. any "cuda:N" besides the choices.
+    """
+
+    kind: str = "text"  # int | float | choice | text | bool | any
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # float: value > low instead of >= low
+    zero: str = ""
+    choices: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    pattern: str = ""  # text: a regular expression the whole value must match
+    pattern_text: str = ""  # text: the pattern in words
+    non_empty: bool = False  # text: "" is refused
+    note: str = ""
+
+    def describe(self, high: float | None = None) -> str:
+        """The range in words, e.g. 'an integer in 1..inf', '0 (skip) or in 2..10000', 'one of a, b'."""
+        high = self.high if high is None else high
+        upper = "inf" if high is None else f"{high:g}" if isinstance(high, float) else str(high)
+        if self.kind == "int" and self.zero:
+            text = f"0 ({self.zero}) or in {self.low}..{upper}"
+        elif self.kind == "int":
+            text = f"an integer in {self.low}..{upper}"
+        elif self.kind == "float":
+            text = f"a finite number {'>' if self.low_open else '>='} {self.low}"
+        elif self.kind == "choice":
+            shown = tuple(c or '""' for c in self.choices) + tuple(p + "N" for p in self.prefixes)
+            text = "one of " + ", ".join(shown)
+        elif self.kind in ("bool", "any"):
+            text = "true or false" if self.kind == "bool" else "anything"
+        elif self.pattern:
+            text = self.pattern_text or f"matching {self.pattern}"
+        else:
+            text = "a non-empty path" if self.non_empty else "any text"
+        return text + (f"; {self.note}" if self.note else "")
+
+    def accepts(self, value: Any, high: float | None = None) -> bool:
+        high = self.high if high is None else high
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return False
+            return bool(self.zero and value == 0) or (value >= self.low and (high is None or value <= high))
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+            return value > self.low if self.low_open else value >= self.low
+        if self.kind == "choice":
+            return value in self.choices or (isinstance(value, str) and bool(self.prefixes)
+                                             and value.startswith(self.prefixes))
+        if self.kind in ("bool", "any"):
+            return self.kind == "any" or isinstance(value, bool)
+        if not isinstance(value, str):
+            return False
+        if self.pattern:
+            return re.fullmatch(self.pattern, value) is not None
+        return bool(value) or not self.non_empty
+
+    def error(self, name: str, value: Any, high: float | None = None, why: str = "") -> ConfigError:
+        separator = "; got" if self.kind == "choice" else ", got"
+        if self.kind == "text" and self.non_empty:
+            return ConfigError(f"{name} must be {self.describe()}")
+        reason = f" ({why})" if why else ""
+        return ConfigError(f"{name} must be {self.describe(high)}{reason}{separator} {value!r}")
+
+
+def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+            zero: str = "", choices: tuple[str, ...] = (), prefixes: tuple[str, ...] = (), pattern: str = "",
+            pattern_text: str = "", non_empty: bool = False, note: str = "", required: bool = False,
+            kind: str = "") -> Any:
+    """A dataclass field declaring one setting (its kind follows the default's type unless `choices`)."""
+    if not kind:
+        kind = ("choice" if choices else "bool" if isinstance(default, bool) else "float" if isinstance(default, float)
+                else "int" if isinstance(default, int) else "text" if isinstance(default, str) else "any")
+    rule = Rule(kind, low, high, low_open, zero, tuple(choices), tuple(prefixes), pattern, pattern_text, non_empty,
+                note)
+    meta = {META_KEY: rule, "help": help, "required": required}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def same_as(cls: type, name: str, help: str = "") -> Any:
+    """Another dataclass's declaration of the same setting (same default and range), e.g. a
+    command's `data_dir` that is the config's `data_dir`; `help` may reword it for the command."""
+    declared = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = {**declared.metadata, **({"help": help} if help else {})}
+    return dataclasses.field(default=declared.default, metadata=meta)
+
+
+def rule_of(cls_or_obj: Any, name: str) -> Rule | None:
+    return {f.name: f for f in dataclasses.fields(cls_or_obj)}[name].metadata.get(META_KEY)
+
+
+def declared_defaults(cls: type) -> dict[str, Any]:
+    """Every field's default (factories called), by name."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def check_field(obj: Any, name: str, high: float | None = None, why: str = "") -> None:
+    """Raise ConfigError unless `obj.name` is in its declared range (`high` narrows the upper bound,
+    `why` says why); a float setting given as an int becomes a float."""
+    rule = rule_of(obj, name)
+    if rule is None:
+        return
+    value = getattr(obj, name)
+    if not rule.accepts(value, high):
+        raise rule.error(name, value, high, why)
+    if rule.kind == "float":
+        setattr(obj, name, float(value))
+
+
+def check_fields(obj: Any) -> None:
+    """Every declared field of the dataclass instance `obj`, in declaration order."""
+    for f in dataclasses.fields(obj):
+        check_field(obj, f.name)
+
+
+def flag_help(f: dataclasses.Field, default: Any) -> str:
+    rule = f.metadata.get(META_KEY)
+    plain = rule is None or (rule.kind in ("text", "any", "bool") and not rule.pattern and not rule.non_empty)
+    accepted = "" if plain else f"; {rule.describe()}"
+    given = "required" if f.metadata.get("required") else f"default: {default!r}"
+    return f"{f.metadata.get('help', '')} ({given}{accepted})".replace("%", "%%")
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: str = "",
+              skip: tuple[str, ...] = (), only: tuple[str, ...] = (), defaults: dict[str, Any] | None = None) -> None:
+    """One `--field-name` flag per declared field of `cls` (dest `prefix + name`, None when not given).
+
+    Flags left out stay None, so `picked_flags` returns only what the user set and the dataclass
+    (or a config file) supplies the rest; `defaults` are what the caller fills in instead of the
+    declared default (shown in the help). Tuple fields take several integers; dict and bool fields
+    are not flags.
+    """
+    group = parser.add_argument_group(title)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or (only and f.name not in only):
+            continue
+        default = (defaults or {}).get(f.name, declared_defaults(cls)[f.name])
+        if isinstance(default, (dict, bool)):
+            continue
+        flag, dest = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}"
+        if isinstance(default, tuple):
+            group.add_argument(flag, dest=dest, type=int, nargs="*", default=None, help=flag_help(f, default))
+        else:
+            group.add_argument(flag, dest=dest, type=type(default), default=None,
+                               required=bool(f.metadata.get("required")), metavar=type(default).__name__.upper(),
+                               help=flag_help(f, default))
+
+
+def picked_flags(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    """The flags with `prefix` that were given, by field name."""
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}

@@ -1,0 +1,111 @@
+"""The MLproject agrees with the declared settings: every parameter of every entry point is passed
+to the flag of a declared setting with the same name, type and default, and every setting of the
+main job is a parameter of `main`; the deliberate differences are listed below with their reasons.
+
+The flag a parameter reaches is found by parsing it with the entry point's real parser, so the
+command line of the MLproject is checked too (a parameter passed to the wrong flag fails).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from qvae.cli import EvaluateOptions, GenerateOptions
+from qvae.cli import build_parser as qvae_parser
+from qvae.config import Config, JobOptions
+from qvae.settings import declared_defaults
+from tuning.cli import build_parser as tuning_parser
+from tuning.space import SearchSpace
+from tuning.study import TRIAL_DEFAULTS, StudySettings
+
+MLPROJECT = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
+ENTRY_POINTS = MLPROJECT["entry_points"]
+
+PROTOCOL = ("the seed's full evaluation protocol; the declared default 0 skips this costly score "
+            "(a quick `qvae run`, `qvae evaluate`, a tuning trial)")
+CHAMPION = "the CLI's --model is required; the entry point defaults to the registered champion"
+DELIBERATE = {  # (entry point, parameter): (its MLproject default, why it differs from the declaration)
+    ("main", "nll_samples"): (1000, PROTOCOL),
+    ("main", "probe_epochs"): (100, PROTOCOL),
+    ("evaluate", "nll_samples"): (1000, PROTOCOL),
+    ("evaluate", "probe_epochs"): (100, PROTOCOL),
+    ("evaluate", "model_uri"): ("models:/qvae-mnist@champion", CHAMPION),
+    ("evaluate", "output"): ("scores.json", "an entry point keeps its result in a file; the CLI writes one only "
+                             "when given --output"),
+    ("generate", "model_uri"): ("models:/qvae-mnist@champion", CHAMPION),
+}
+NOT_IN_MAIN = {  # settings of the main job that are deliberately no parameter of `main`
+    "input_dim": "fixed by MNIST (28 x 28 pixels), not a choice of the experiment",
+    "progress": "a terminal's choice (--no-progress), not part of the experiment",
+    "extra_tags": "set by the tuning package for its trials, not a flag",
+}
+
+# entry point -> (its parser, the argv before the flags, {dest prefix: (declaring class, default overrides)})
+PARSERS: dict[str, tuple[Callable[[], Any], list[str], dict[str, tuple[type, dict[str, Any]]]]] = {
+    "main": (qvae_parser, ["run"], {"cfg_": (Config, {}), "job_": (JobOptions, {})}),
+    "tune": (tuning_parser, [], {"cfg_": (Config, {}), "job_": (JobOptions, TRIAL_DEFAULTS),
+                                 "study_": (StudySettings, {}), "space_": (SearchSpace, {})}),
+    "evaluate": (qvae_parser, ["evaluate", "--model", "base"], {"ev_": (EvaluateOptions, {})}),
+    "generate": (qvae_parser, ["generate", "--model", "base"], {"gen_": (GenerateOptions, {})}),
+}
+MLPROJECT_TYPES = {int: "int", float: "float", str: "string"}
+
+
+@lru_cache(maxsize=None)
+def parser_of(make_parser: Callable[[], Any]) -> Any:
+    return make_parser()
+
+
+def flags_of(command: str) -> dict[str, str]:
+    """Parameter -> the flag its `{placeholder}` follows in the entry point's command."""
+    return {param: flag for flag, param in re.findall(r"(--[a-z0-9-]+) \{(\w+)\}", command)}
+
+
+def declaration(entry: str, param: str) -> tuple[str, Any]:
+    """(setting name, its declared default) of the flag the MLproject passes `param` to."""
+    make_parser, head, prefixes = PARSERS[entry]
+    flag = flags_of(ENTRY_POINTS[entry]["command"])[param]
+    parser = parser_of(make_parser)
+    value = str(ENTRY_POINTS[entry]["parameters"][param].get("default", ""))
+    base, given = vars(parser.parse_args(head)), vars(parser.parse_args([*head, flag, value]))
+    (dest,) = [k for k in given if given[k] != base[k]]
+    prefix = next(p for p in prefixes if dest.startswith(p))
+    cls, overrides = prefixes[prefix]
+    name = dest[len(prefix):]
+    return name, {**declared_defaults(cls), **overrides}[name]
+
+
+CASES = [(entry, param) for entry, spec in ENTRY_POINTS.items() for param in spec["parameters"]]
+
+
+@pytest.mark.parametrize("entry,param", CASES, ids=[f"{e}.{p}" for e, p in CASES])
+def test_each_parameter_is_a_declared_setting_with_its_default_and_type(entry, param):
+    spec = ENTRY_POINTS[entry]["parameters"][param]
+    assert param in flags_of(ENTRY_POINTS[entry]["command"]), f"{entry}.{param} is not passed by the command"
+    name, default = declaration(entry, param)
+    assert spec["type"] == MLPROJECT_TYPES[type(default)], (entry, param, spec["type"], type(default))
+    if (entry, param) in DELIBERATE:
+        expected, _ = DELIBERATE[(entry, param)]
+        assert spec["default"] == expected != default, f"{entry}.{param}: listed as deliberate but not different"
+    else:
+        declared = f"{entry}.{param}: MLproject {spec.get('default')!r}, declared {default!r}"
+        assert spec.get("default") == default, declared
+        assert param == name, f"{entry}.{param} reaches the setting {name}: a parameter keeps its setting's name"
+
+
+def test_every_setting_of_the_main_job_is_a_parameter_of_main():
+    main = {declaration("main", param)[0] for param in ENTRY_POINTS["main"]["parameters"]}
+    declared = set(declared_defaults(Config)) | set(declared_defaults(JobOptions))
+    assert declared - main - set(NOT_IN_MAIN) == set()
+    assert set(NOT_IN_MAIN) <= declared and not set(NOT_IN_MAIN) & main  # the list holds no stale entries
+
+
+def test_the_deliberate_differences_are_all_still_in_the_mlproject():
+    for entry, param in DELIBERATE:
+        assert param in ENTRY_POINTS[entry]["parameters"], (entry, param)
