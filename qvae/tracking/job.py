@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +26,9 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for
+from qvae.metrics.scores import final_scores, score_details
 from qvae.models.qvae import QVAE
+from qvae.priors.build import log_z_method
 from qvae.tracking.store import (
     check_resume,
     deferred_interrupts,
@@ -41,7 +43,6 @@ from qvae.train import (
     DivergenceError,
     EpochReport,
     load_checkpoint,
-    log_z_method,
     resolve_device,
     train,
 )
@@ -120,12 +121,14 @@ class MlflowEpochLogger:
         if report.checkpoint is not None:
             store_write(mlflow.log_artifact, str(report.checkpoint), artifact_path="checkpoints")
             if report.is_best:
-                store_write(mlflow.log_artifact, str(report.checkpoint.with_name(BEST_CHECKPOINT)), artifact_path="checkpoints")
+                store_write(mlflow.log_artifact, str(report.checkpoint.with_name(BEST_CHECKPOINT)),
+                            artifact_path="checkpoints")
         store_write(mlflow.log_metrics, report.metrics, step=report.epoch)
         model = report.model
         device = model.train_bias.device
         gen = torch.Generator(device=device).manual_seed(self.seed)
-        store_write(mlflow.log_image, self.grid_image(model.generate(64, generator=gen)), key="generated", step=report.epoch)
+        store_write(mlflow.log_image, self.grid_image(model.generate(64, generator=gen)), key="generated",
+                    step=report.epoch)
         interval = self.options.tsne_interval
         if interval and (report.epoch % interval == 0 or report.epoch == model.config.epochs):
             self.tsne_frame(model, report.epoch)
@@ -230,22 +233,42 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
 
 
 def _fetch_resume_checkpoint(run_id: str, config: Config, workdir: Path) -> tuple[Path, dict[str, Any]]:
-    """The run's last checkpoint, downloaded, readable and behind `config.epochs`."""
+    """The run's last checkpoint, downloaded, readable, and one this config may continue
+    (`Config.check_resumable`: the same config but for epochs and device, epochs beyond it)."""
     path = download_checkpoint(run_id, workdir / "resume")
     try:
         state = load_checkpoint(path)
     except Exception as err:  # a truncated upload (killed mid-transfer) or a foreign file
         raise ConfigError(f"resume: run {run_id}'s checkpoint cannot be read ({type(err).__name__}: {err})") from None
-    if state["epoch"] >= config.epochs:
-        raise ConfigError(f"resume: run {run_id} is at epoch {state['epoch']}; epochs must be > {state['epoch']} "
-                          f"to continue it, got {config.epochs}")
+    config.check_resumable(state["config"], state["epoch"], f"run {run_id}")
     return path, state
 
 
 def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, workdir: Path,
             callbacks: Sequence[Any], launched_by_mlflow_run: bool, resume_from: Path | None,
             resumed: dict[str, Any] | None) -> JobResult:
-    """The body of `run_main_job` inside its (new or reopened) MLflow run."""
+    """The main job inside its (new or reopened) MLflow run, in the order things happen:
+    describe the run, train, score once, draw the pictures, log the model."""
+    describe_run(run, config, options, data, launched_by_mlflow_run, resumed)
+    epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
+    result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
+                   progress=options.progress, resume_from=resume_from)
+    metrics = dict(result.history[-1]) if result.history else {}
+    if result.best_epoch is not None:
+        store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
+    if result.stopped_early:  # e.g. pruned: the per-epoch record stays, no final scores and no model
+        return JobResult(run.info.run_id, metrics, True)
+    scores = final_scores(result.model, data, options.score_settings(), seed=config.seed, progress=options.progress)
+    metrics.update(log_scores(scores, config, len(result.history), options, workdir))
+    log_pictures(result.model, data, result.history, epoch_logger, options, workdir)
+    model_uri = log_generator(result.model, workdir, options.register_model).model_uri
+    return JobResult(run.info.run_id, metrics, False, model_uri)
+
+
+def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData, launched_by_mlflow_run: bool,
+                 resumed: dict[str, Any] | None) -> None:
+    """Tags, params (config, device, data checksums, versions, git state, what is scored), and the
+    dataset inputs; a resumed run instead gets back the metrics its checkpoint holds but it lacks."""
     if options.experiment_name and launched_by_mlflow_run:
         experiment = mlflow.get_experiment(run.info.experiment_id)
         if experiment.name != options.experiment_name:
@@ -254,37 +277,49 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
     if options.run_name:
         store_write(mlflow.set_tag, "mlflow.runName", options.run_name)
     store_write(mlflow.set_tags, {"qvae.entry_point": "main", **options.extra_tags})
-    params: dict[str, Any] = {**config.to_dict(), "device_used": str(resolve_device(config.device)),
-                              **data.source.as_params(), **library_versions(), **git_state(),
-                              "fid_samples": options.fid_samples, "tsne_interval": options.tsne_interval,
-                              "tsne_points": options.tsne_points, "log_z_method": log_z_method(config)}
-    log_new_params(params)
+    log_new_params({**config.to_dict(), "device_used": str(resolve_device(config.device)),
+                    **data.source.as_params(), **library_versions(), **git_state(),
+                    **asdict(options.score_settings()), "tsne_interval": options.tsne_interval,
+                    "tsne_points": options.tsne_points, "log_z_method": log_z_method(config)})
     if resumed is None:
         log_dataset(data)
     else:  # killed between a checkpoint and its metrics: log them now, so no step is missing or doubled
         for epoch, epoch_metrics in missing_metric_steps(run.info.run_id, resumed["history"]):
             store_write(mlflow.log_metrics, epoch_metrics, step=epoch)
         store_write(mlflow.set_tag, "qvae.resumed", f"from epoch {resumed['epoch']} to {config.epochs}")
-    epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
-    result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
-                   progress=options.progress, resume_from=resume_from)
-    metrics = dict(result.history[-1]) if result.history else {}
-    if result.best_epoch is not None:
-        store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
-    model_uri = None
-    if not result.stopped_early:
-        metrics.update(log_final_outputs(result.model, data, result.history, epoch_logger, options, workdir))
-        model_uri = log_generator(result.model, workdir, options.register_model).model_uri
-    return JobResult(run.info.run_id, metrics, result.stopped_early, model_uri)
 
 
-def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, float]],
-                      epoch_logger: MlflowEpochLogger, options: JobOptions, workdir: Path) -> dict[str, float]:
-    """Pictures, the t-SNE GIF and final t-SNE, FID/KID and fid_results.txt, test NLL and latent accuracy."""
+def log_scores(scores: dict[str, Any], config: Config, epochs: int, options: JobOptions,
+               workdir: Path) -> dict[str, float]:
+    """The final scores as metrics, with fid_results.txt (FID) and scores.json (NLL and probe details)."""
+    metrics = scores["metrics"]
+    if not metrics:
+        return {}
+    store_write(mlflow.log_metrics, metrics)
+    if "fid" in metrics:
+        results = workdir / "fid_results.txt"
+        results.write_text(
+            f"FID: {metrics['fid']:.4f}\nFID (64 features): {metrics['fid_64']:.4f}\n"
+            f"KID: {metrics['kid']:.6f} +- {metrics['kid_std']:.6f}\nEpochs: {epochs}\n"
+            f"Latent size: {config.latent_dim} ({config.num_visible} visible + {config.num_hidden} hidden)\n"
+            f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
+            f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
+        store_write(mlflow.log_artifact, str(results))
+    details = score_details(scores)
+    if details:
+        path = workdir / "scores.json"
+        path.write_text(json.dumps({"metrics": {k: v for k, v in metrics.items() if not k.startswith(("fid", "kid"))},
+                                    **details}, indent=2))
+        store_write(mlflow.log_artifact, str(path))
+    return metrics
+
+
+def log_pictures(model: QVAE, data: MnistData, history: list[dict[str, float]], epoch_logger: MlflowEpochLogger,
+                 options: JobOptions, workdir: Path) -> None:
+    """Image grids and training curves, the t-SNE GIF of the epochs, and the final t-SNE."""
     from qvae.plots import assemble_gif, save_tsne, write_pictures
 
-    config = model.config
-    for path in write_pictures(model, data.test_x, history, workdir, seed=config.seed).values():
+    for path in write_pictures(model, data.test_x, history, workdir, seed=model.config.seed).values():
         store_write(mlflow.log_artifact, str(path))
     if epoch_logger.frames:
         store_write(mlflow.log_artifact, str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
@@ -292,47 +327,6 @@ def log_final_outputs(model: QVAE, data: MnistData, history: list[dict[str, floa
     if n:
         features = model.latent_features(data.test_x[:n].to(model.train_bias.device)).cpu().numpy()
         final = save_tsne(features, data.test_y[:n].cpu().numpy(), workdir / "tsne_final.png",
-                          title=f"latent features of {n} test images after {len(history)} epochs", seed=config.seed)
+                          title=f"latent features of {n} test images after {len(history)} epochs",
+                          seed=model.config.seed)
         store_write(mlflow.log_artifact, str(final))
-    if options.fid_samples:
-        scores = evaluate_fid(model, data, options)
-        store_write(mlflow.log_metrics, scores)
-        results = workdir / "fid_results.txt"
-        results.write_text(
-            f"FID: {scores['fid']:.4f}\nFID (64 features): {scores['fid_64']:.4f}\n"
-            f"KID: {scores['kid']:.6f} +- {scores['kid_std']:.6f}\nEpochs: {len(history)}\n"
-            f"Latent size: {config.latent_dim} ({config.num_visible} visible + {config.num_hidden} hidden)\n"
-            f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
-            f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
-        store_write(mlflow.log_artifact, str(results))
-    else:
-        scores = {}
-    scores.update(log_nll_and_probe(model, data, options, workdir))
-    return scores
-
-
-def log_nll_and_probe(model: QVAE, data: MnistData, options: JobOptions, workdir: Path) -> dict[str, float]:
-    """`test_nll` (`test_nll_bound` for gamma > 0) with its stderr, `latent_accuracy`, and scores.json."""
-    from dataclasses import replace
-
-    from qvae.metrics.scores import ScoreSettings, final_scores, score_details
-
-    log_new_params({name: getattr(options, name) for name in
-                    ("nll_samples", "nll_images", "nll_ais_chains", "nll_ais_betas", "probe_epochs")})
-    settings = replace(ScoreSettings.from_options(options, seed=model.config.seed), fid_samples=0)  # FID: above
-    scores = final_scores(model, data, settings, options.progress)
-    metrics = scores["metrics"]
-    if metrics:
-        store_write(mlflow.log_metrics, metrics)
-        path = workdir / "scores.json"
-        path.write_text(json.dumps({"metrics": metrics, **score_details(scores)}, indent=2))
-        store_write(mlflow.log_artifact, str(path))
-    return metrics
-
-
-def evaluate_fid(model: QVAE, data: MnistData, options: JobOptions) -> dict[str, float]:
-    """FID/fid_64/KID as `qvae evaluate` and compare.py compute them (scores.fid_scores)."""
-    from qvae.metrics.scores import ScoreSettings, fid_scores
-
-    return fid_scores(model, data.test_x, ScoreSettings.from_options(options, seed=model.config.seed),
-                      options.progress)
