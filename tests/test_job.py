@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -96,11 +97,19 @@ def test_model_is_logged_with_signature_and_input_example(finished_run):
     import mlflow
 
     _, run, _ = finished_run
-    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    uri = f"runs:/{run.info.run_id}/model"
+    info = mlflow.models.get_model_info(uri)
     assert info.run_id == run.info.run_id
     assert info.signature.inputs.input_names() == ["seed"]
-    assert {p.name for p in info.signature.params.params} == {"num_images", "sweeps"}
-    assert info.saved_input_example_info is not None
+    assert [c.type.name for c in info.signature.inputs.inputs] == ["long"]
+    (images,) = info.signature.outputs.inputs
+    assert images.name == "images" and images.shape == (-1, 784) and images.type == np.dtype(np.float32)
+    # num_images 0: one image per seed row; sweeps: the trained config's generate_sweeps
+    assert {p.name: p.default for p in info.signature.params.params} == {"num_images": 0,
+                                                                        "sweeps": TINY["generate_sweeps"]}
+    assert info.saved_input_example_info["type"] == "dataframe"
+    example = mlflow.models.Model.load(uri).load_input_example(uri)
+    assert list(example.columns) == ["seed"] and example["seed"].tolist() == [0, 1, 2, 3]
 
 
 LOAD_AND_GENERATE = """

