@@ -230,7 +230,9 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    state = torch.load(path, map_location=map_location, weights_only=False)
+    """A checkpoint's state, read as data only (`weights_only`): a checkpoint fetched from a shared
+    tracking server cannot run code on the machine that resumes it."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
     return state

@@ -38,7 +38,7 @@ def run_named(experiment: str, name: str):
 def last_weights(run_id: str, tmp_path) -> dict[str, torch.Tensor]:
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoints/last.pt",
                                                dst_path=str(tmp_path / run_id))
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")

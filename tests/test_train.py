@@ -127,3 +127,23 @@ def test_small_quantum_prior_uses_exact_log_z(small_data):
     assert log_z_method(config) == "exact"
     last = train(config, small_data, progress=False).history[-1]
     assert last["log_z_stderr"] == 0.0 and last["val_kl_upper_bound"] >= 0  # >= the true KL >= 0
+
+
+class _WritesAFile:
+    """A pickled object that runs code when unpickled: what a tampered checkpoint could carry."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path):
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    torch.save({"version": 1, "payload": _WritesAFile(str(marker))}, tmp_path / "tampered.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "tampered.pt")
+    assert not marker.exists()
