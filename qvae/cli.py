@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from qvae.config import Config, ConfigError, JobOptions, ScoreSettings
 from qvae.settings import add_flags, check_field, check_fields, picked_flags, same_as, setting
+from qvae.stopping import exit_code, stop_on_sigterm
 
 
 @dataclass
@@ -252,13 +253,14 @@ COMMANDS = {"fetch": cmd_fetch, "train": cmd_train, "run": cmd_run, "generate": 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stop_on_sigterm()  # a scheduler's SIGTERM stops a run as Ctrl-C does: KILLED, checkpoint kept
     try:
         return COMMANDS[args.command](args)
     except ConfigError as err:
         parser.error(str(err))  # exits with status 2 and the message naming the field
-    except KeyboardInterrupt:
-        print("interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        print(f"qvae {args.command}: stopped ({interrupt or 'Ctrl-C'})", file=sys.stderr)
+        return exit_code(interrupt)
     return 1
 
 

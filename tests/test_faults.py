@@ -120,3 +120,21 @@ def test_a_diverging_run_stops_failed_with_its_reason(tracking_store, mnist_dir,
     client = MlflowClient()
     assert client.get_metric_history(run.info.run_id, "loss") == []  # no garbage recorded
     assert not [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+
+
+def test_sigterm_stops_a_run_killed_with_its_checkpoint_and_says_how_to_continue(tracking_store, mnist_dir):
+    """What a scheduler, `docker stop` or a preempted VM sends: the run ends KILLED, not RUNNING for ever."""
+    proc = qvae_run(mnist_dir, "--experiment-name", "faults", "--run-name", "terminated")
+
+    def first_epoch_logged():
+        run = run_named("faults", "terminated")
+        return run if run and MlflowClient().get_metric_history(run.info.run_id, "loss") else None
+
+    run = wait_until(first_epoch_logged, "the first epoch", process=proc, poll=0.1)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=GENEROUS_TIMEOUT_S)
+    assert proc.returncode == 143, output[-3000:]
+    stopped = MlflowClient().get_run(run.info.run_id)
+    assert stopped.info.status == "KILLED"
+    assert f"qvae run --resume {run.info.run_id}" in output
+    assert "checkpoints/last.pt" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")}

@@ -16,6 +16,7 @@ from typing import Sequence
 from qvae.cli import add_config_flags, add_job_flags, config_from_args
 from qvae.config import ConfigError, JobOptions
 from qvae.settings import add_flags, picked_flags
+from qvae.stopping import exit_code, stop_on_sigterm
 from tuning.objective import check_objective
 from tuning.space import SearchSpace
 from tuning.study import TRIAL_DEFAULTS, TRIAL_FIXED, StudySettings, WorkerSpec, run_study, run_worker
@@ -35,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stop_on_sigterm()  # a stopped coordinator still registers its best finished trial; a stopped worker fails its trial
     if argv[:1] == ["worker"]:  # internal: one worker process of a multi-process study
-        run_worker(WorkerSpec(**json.loads(Path(argv[1]).read_text())))
+        try:
+            run_worker(WorkerSpec(**json.loads(Path(argv[1]).read_text())))
+        except KeyboardInterrupt as interrupt:  # its trial is FAIL and its run KILLED; the coordinator goes on
+            return exit_code(interrupt)
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)

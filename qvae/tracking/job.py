@@ -227,6 +227,11 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
         try:
             return _run_in(run, config, options, data, workdir, callbacks, launched_by_mlflow_run, resume_from,
                            resumed)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run ends KILLED, its checkpoints stay
+            run_id = run.info.run_id
+            log.warning("MLflow run %s stopped; continue it from its last logged checkpoint with "
+                        "`qvae run --resume %s` (same settings) or `mlflow run . -P resume=%s`", run_id, run_id, run_id)
+            raise
         except DivergenceError as err:
             store_write(mlflow.set_tags, {"qvae.status": "diverged", "fail_reason": str(err)[:5000]})
             raise
