@@ -53,8 +53,9 @@ def finished_run(tmp_path_factory, mnist_dir, inception_cache):
 
 
 def test_run_finished_with_params_and_provenance(finished_run):
-    _, run, _ = finished_run
+    client, run, _ = finished_run
     assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     p = run.data.params
     assert p["num_visible"] == "8" and p["dist_beta"] == "10.0" and p["device_used"] == "cpu"
     for key in ("mnist_source", "mnist_md5_train-images-idx3-ubyte", "version_torch", "version_mlflow",

@@ -44,6 +44,7 @@ from qvae.tracking.store import (
     creation_raced,
     file_lock,
     flush_pending_writes,
+    mark_model_training,
     prepare_store,
     redact,
     store_write,
@@ -318,6 +319,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
     study, storage = open_study_and_storage(settings, config.seed)  # created once, before any worker starts
     with tracked_run(run_name=options.run_name or f"study-{settings.study_name}") as parent:
         store_write(mlflow.set_tags, {"qvae.entry_point": "tune", "optuna.study_name": settings.study_name})
+        mark_model_training(parent.info.experiment_id)
         log_new_params({"study_name": settings.study_name, "storage_url": redact(settings.storage_url),
                            "optuna_sampler": settings.optuna_sampler, "pruner": settings.pruner, "seed": config.seed,
                            "n_trials": settings.n_trials, "workers": settings.workers,

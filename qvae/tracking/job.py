@@ -33,6 +33,7 @@ from qvae.tracking.store import (
     check_resume,
     deferred_interrupts,
     download_checkpoint,
+    mark_model_training,
     missing_metric_steps,
     prepare_store,
     store_write,
@@ -94,10 +95,12 @@ def git_state(path: Path = PACKAGE_DIR) -> dict[str, str]:
 def log_dataset(data: MnistData) -> None:
     """The MNIST splits as MLflow dataset inputs (digest = content hash, source = raw dir)."""
     from mlflow.data.numpy_dataset import from_numpy
+    from mlflow.data.sources import LocalArtifactDatasetSource
 
+    source = LocalArtifactDatasetSource(str(data.source.raw_dir))  # a plain path is ambiguous to MLflow (a warning)
     for context, x, y in (("training", data.train_x, data.train_y), ("evaluation", data.test_x, data.test_y)):
         dataset = from_numpy((x.cpu().numpy() * 255).round().astype(np.uint8), targets=y.cpu().numpy(),
-                             source=str(data.source.raw_dir), name=f"mnist-{context}")
+                             source=source, name=f"mnist-{context}")
         store_write(mlflow.log_input, dataset, context=context)
 
 
@@ -282,6 +285,7 @@ def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData,
     if options.run_name:
         store_write(mlflow.set_tag, "mlflow.runName", options.run_name)
     store_write(mlflow.set_tags, {"qvae.entry_point": "main", **options.extra_tags})
+    mark_model_training(run.info.experiment_id)
     log_new_params({**config.to_dict(), "device_used": str(resolve_device(config.device)),
                     **data.source.as_params(), **library_versions(), **git_state(),
                     **asdict(options.score_settings()), "tsne_interval": options.tsne_interval,

@@ -253,3 +253,15 @@ def missing_metric_steps(run_id: str, history: list[dict[str, float]]) -> list[t
     checkpoint and its metrics): re-logging them leaves no gap and no duplicate step."""
     logged = {m.step for m in MlflowClient().get_metric_history(run_id, "loss")}
     return [(epoch, metrics) for epoch, metrics in enumerate(history, start=1) if epoch not in logged]
+
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"  # the MLflow UI's "Machine learning" view
+
+
+def mark_model_training(experiment_id: str) -> None:
+    """Tag the experiment as model training, so MLflow's UI opens it on runs, charts and artifacts
+    instead of its GenAI view (traces, latency, tokens); a kind someone already chose is kept."""
+    client = MlflowClient()
+    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+        store_write(client.set_experiment_tag, experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
