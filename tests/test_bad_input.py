@@ -38,6 +38,8 @@ CASES = {  # flags (after TINY: the last one wins) -> what the message must say
     "tsne_points 5": (["--tsne-points", "5"], ["tsne_points", "10..10000", "got 5"]),
     "nll_samples negative": (["--nll-samples", "-1"], ["nll_samples", "0..1000000", "0 skips the test NLL"]),
     "unwritable data_dir": (["--data-dir", "{file}/mnist"], ["data_dir must be a writable directory"]),
+    "unusable output_dir": (["--output-dir", "{file}/out"], ["output_dir must be a directory that can be created"]),
+    "missing device": (["--device", "cuda:99"], ["device must be auto, cpu or", "cuda:99"]),
     "unreachable server": (["--tracking"], ["tracking_uri http://127.0.0.1:", "MLFLOW_TRACKING_URI",
                                             "is unreachable", "accepted:"]),
 }
@@ -107,6 +109,7 @@ def test_a_password_in_the_storage_param_of_mlflow_run_is_refused(monkeypatch, c
     (["--pruner", "asha"], ["pruner must be one of median, hyperband, none", "'asha'"]),
     (["--timeout", "-1"], ["timeout must be a finite number >= 0.0", "0: no limit", "got -1.0"]),
     (["--visible-step", "0"], ["visible_step must be >= 1", "got 0"]),
+    (["--device", "cuda:99"], ["device must be auto, cpu or", "cuda:99"]),
 ])
 def test_bad_tuning_flags_name_the_setting_and_its_range(flags, expected, capsys):
     """`python -m tuning` validates its declared settings the same way, before any study starts."""

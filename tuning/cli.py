@@ -17,6 +17,7 @@ from qvae.cli import add_config_flags, add_job_flags, config_from_args
 from qvae.config import ConfigError, JobOptions
 from qvae.settings import add_flags, picked_flags
 from qvae.stopping import exit_code, stop_on_sigterm
+from qvae.train import resolve_device
 from tuning.objective import check_objective
 from tuning.space import SearchSpace
 from tuning.study import TRIAL_DEFAULTS, TRIAL_FIXED, StudySettings, WorkerSpec, run_study, run_worker
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = JobOptions(**{**TRIAL_DEFAULTS, **picked_flags(args, "job_")}, progress=not args.no_progress)
         options.validate(config)
         check_objective(settings.objective, options)
+        resolve_device(config.device)
     except ConfigError as err:
         parser.error(str(err))
     study = run_study(settings, config, space, options)

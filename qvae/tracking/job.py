@@ -209,6 +209,7 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
     receives the run id as soon as the run exists (e.g. to store it on an Optuna trial).
     """
     options.validate(config)  # fail before anything is downloaded, trained or recorded
+    resolve_device(config.device)  # a device this machine lacks is refused here, not inside the run
     launched_by_mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID")) and parent_run_id is None
     own_experiment = options.experiment_name and not launched_by_mlflow_run and parent_run_id is None
     prepare_store(options.experiment_name if own_experiment else "")  # fails fast on an unreachable server
