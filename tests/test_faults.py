@@ -135,6 +135,11 @@ def test_sigterm_stops_a_run_killed_with_its_checkpoint_and_says_how_to_continue
     output, _ = proc.communicate(timeout=GENEROUS_TIMEOUT_S)
     assert proc.returncode == 143, output[-3000:]
     stopped = MlflowClient().get_run(run.info.run_id)
-    assert stopped.info.status == "KILLED"
-    assert f"qvae run --resume {run.info.run_id}" in output
+    assert stopped.info.status == "KILLED" and stopped.data.tags["qvae.status"] == "interrupted"
+    command = next(line.strip() for line in output.splitlines() if "qvae run --resume" in line)
+    assert command.startswith(f"qvae run --resume {run.info.run_id} ") and "--epochs 4" in command
+    resumed = subprocess.run([sys.executable, "-m", "qvae", *command.split()[1:]], capture_output=True, text=True,
+                             timeout=GENEROUS_TIMEOUT_S)  # the printed command, as printed, continues the run
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
     assert "checkpoints/last.pt" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")}

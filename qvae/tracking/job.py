@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shlex
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -232,13 +233,26 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
             return _run_in(run, config, options, data, workdir, callbacks, launched_by_mlflow_run, resume_from,
                            resumed)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run ends KILLED, its checkpoints stay
-            run_id = run.info.run_id
-            log.warning("MLflow run %s stopped; continue it from its last logged checkpoint with "
-                        "`qvae run --resume %s` (same settings) or `mlflow run . -P resume=%s`", run_id, run_id, run_id)
+            store_write(mlflow.set_tag, "qvae.status", "interrupted")
+            log.warning("MLflow run %s stopped; its last completed epoch's checkpoint is logged. Continue it "
+                        "with:\n  %s\nor: mlflow run . -P resume=%s (with the same -P settings)",
+                        run.info.run_id, resume_command(config, options, run.info.run_id), run.info.run_id)
             raise
         except DivergenceError as err:
             store_write(mlflow.set_tags, {"qvae.status": "diverged", "fail_reason": str(err)[:5000]})
             raise
+
+
+NOT_FOR_RESUME = ("resume", "run_name", "experiment_name", "extra_tags", "progress")  # the run keeps its own
+
+
+def resume_command(config: Config, options: JobOptions, run_id: str) -> str:
+    """The `qvae run` command that continues run `run_id`: every setting that differs from its default."""
+    given = {**config.to_dict(), **{k: v for k, v in asdict(options).items() if k not in NOT_FOR_RESUME}}
+    defaults = {**Config().to_dict(), **asdict(JobOptions())}
+    flags = [f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in given.items()
+             if value != defaults[name]]
+    return " ".join(["qvae run --resume", run_id, *flags])
 
 
 def _fetch_resume_checkpoint(run_id: str, config: Config, workdir: Path) -> tuple[Path, dict[str, Any]]:
