@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 
 import mlflow
@@ -19,8 +20,8 @@ from PIL import Image
 
 import qvae
 from qvae.config import Config, JobOptions
-from qvae.tracking.job import run_main_job
 from qvae.models.build import build_model
+from qvae.tracking.job import run_main_job
 from qvae.tracking.loading import Generator, ModelNotFoundError
 from tests.servers import answers
 from tests.waiting import wait_until
@@ -151,6 +152,12 @@ def test_rest_serving_answers_invocations_with_images(registry):
         batch = post(url, {"inputs": {"seed": [7]}, "params": {"num_images": 4, "sweeps": 15}})["predictions"]
         expected = qvae.load_generator("models:/qvae-mnist@champion").generate(4, seed=7).reshape(4, -1).numpy()
         assert np.allclose(np.array(batch, dtype=np.float32), expected, atol=1e-5)
+        with pytest.raises(urllib.error.HTTPError) as refused:  # over the limit: the request's fault, said so
+            post(url, {"inputs": {"seed": [1]}, "params": {"num_images": 100_001}})
+        body = refused.value.read().decode()
+        assert refused.value.code == 400, body
+        assert "num_images must be in 0..100000" in json.loads(body)["message"]
+        assert "Traceback" not in body and "stack_trace" not in json.loads(body)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -51,8 +51,16 @@ class QVAEGenerator(PythonModel):
         self.model.to(self.device).eval()
 
     def predict(self, context, model_input, params=None):  # untyped: MLflow validates against the signature
-        seeds = seeds_from_input(model_input, params or {})
-        sweeps = (params or {}).get("sweeps")
+        try:
+            seeds = seeds_from_input(model_input, params or {})
+            sweeps = (params or {}).get("sweeps")
+            if sweeps is not None and int(sweeps) < 0:
+                raise ValueError(f"sweeps must be >= 0 (the prior's Gibbs burn-in), got {sweeps}")
+        except (TypeError, ValueError) as err:  # the request's fault: HTTP 400 with our message, no stack trace
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
         images = self.model.generate_from_seeds(seeds, sweeps=None if sweeps is None else int(sweeps))
         return images.cpu().numpy().astype(np.float32)
 
