@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 PYTEST_ARGS ?=
 
-.PHONY: install data run test bench clean
+.PHONY: install data run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
@@ -44,6 +44,10 @@ run: data
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$rc
+
+# Style: pyflakes-level errors, import order and 120 columns ([tool.ruff] in pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check qvae tuning tests benchmarks
 
 bench: data
 	$(BIN)/python benchmarks/epoch_time.py --data-dir $(DATA)

@@ -66,7 +66,8 @@ def main() -> None:
     dwave = dwave_sampler()
 
     rows: list[tuple[str, str, float, float]] = []
-    reference = torch.multinomial(exact.double(), TV_SAMPLES, replacement=True, generator=torch.Generator().manual_seed(0))
+    reference = torch.multinomial(exact.double(), TV_SAMPLES, replacement=True,
+                                  generator=torch.Generator().manual_seed(0))
     reference_states = ((reference[:, None] >> torch.arange(11, -1, -1)) & 1).float()
     rows.append(("exact iid draws (noise floor)", f"{TV_SAMPLES} draws from the enumeration", math.nan,
                  tv(reference_states, exact)))
@@ -83,7 +84,8 @@ def main() -> None:
     sak = AnnealingSampler(100, temperatures=KAIWU_SCHEDULE, seed=0)
     rows.append(("SA, kaiwu schedule (ours)", "100 reads, 2250 sweeps, T 100->0.001",
                  seconds_per_call(lambda: sak.sample(big, 100), args.repeats, device),
-                 tv(AnnealingSampler(TV_SAMPLES, temperatures=KAIWU_SCHEDULE, seed=1).sample(small, TV_SAMPLES), exact)))
+                 tv(AnnealingSampler(TV_SAMPLES, temperatures=KAIWU_SCHEDULE, seed=1).sample(small, TV_SAMPLES),
+                    exact)))
     if dwave is not None:
         kaiwu_ts = sorted(set(KAIWU_SCHEDULE), reverse=True)
         rows.append(("dwave-samplers SA, kaiwu schedule", "100 reads, 2250 sweeps, T 100->0.001",

@@ -27,7 +27,8 @@ from tests.servers import answers
 from tests.waiting import wait_until
 
 TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8, train_size=1000,
-            test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8, generate_sweeps=15, device="cpu")
+            test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8, generate_sweeps=15,
+            device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def test_python_api_and_pyfunc_agree(registry):
 
 
 def test_errors_a_user_can_act_on(registry, tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no registered model named 'qvae-mnsit'; registered models: qvae-mnist"):
+    with pytest.raises(ModelNotFoundError,
+                       match="no registered model named 'qvae-mnsit'; registered models: qvae-mnist"):
         qvae.load_generator("models:/qvae-mnsit@champion")
     with pytest.raises(ModelNotFoundError, match=r"has no alias 'best'; its aliases: @champion -> version 1"):
         qvae.load_generator("models:/qvae-mnist@best")

@@ -143,7 +143,8 @@ def test_a_worse_study_does_not_demote_the_champion(first_study, store):
 
 def test_champion_loads_and_generates_in_a_fresh_process(first_study):
     code = ("import mlflow, pandas as pd; m = mlflow.pyfunc.load_model('models:/qvae-mnist@champion'); "
-            "x = m.predict(pd.DataFrame({'seed': [1, 2, 3]})); print(x.shape, float(x.min()) >= 0, float(x.max()) <= 1)")
+            "x = m.predict(pd.DataFrame({'seed': [1, 2, 3]})); "
+            "print(x.shape, float(x.min()) >= 0, float(x.max()) <= 1)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "(3, 784) True True"
