@@ -74,13 +74,7 @@ def quantum_truth(rbm: RBM, gamma: float) -> tuple[torch.Tensor, float]:
     return torch.from_numpy(diagonal / diagonal.sum()), float(math.log(diagonal.sum()) - shift)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small elementwise tensors: one thread is several times faster than two on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -48,13 +48,7 @@ def rbm_and_exact() -> tuple[RBM, torch.Tensor]:
     return rbm.float(), exact_qbm_z_distribution(rbm, GAMMA)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small and elementwise; one thread keeps timings stable on busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- exact quantum mechanics
