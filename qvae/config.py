@@ -53,7 +53,7 @@ class Config:
                            low=0.0)
     trotter_slices: int = setting(16, "imaginary-time slices P of path-integral Monte Carlo (sampler=pimc)", low=2)
     # objective
-    dist_beta: float = setting(10.0, "sharpness of the spike-and-exponential smoothing", low=0.0, low_open=True)
+    dist_beta: float = setting(10.0, "sharpness of the overlapping-exponential smoothing", low=0.0, low_open=True)
     kl_beta: float = setting(1e-6, "weight of the KL term in the optimised loss", low=0.0)
     weight_decay: float = setting(0.01, "L2 on the RBM parameters, added to the loss as the seed does", low=0.0)
     # optimisation

@@ -7,8 +7,13 @@ For each test image x, with K proposals from the encoder,
 where for the Boltzmann prior z_k ~ q(z|x) (factorial Bernoulli), zeta_k ~ r(zeta|z_k) and
 log p(z) = -E(z) - log Z; the smoothing r(zeta|z) is shared by proposal and model and cancels.
 For the Gaussian VAE z_k ~ N(mu, sigma^2) and log p(z) is the exact N(0, I) density. The
-estimate is a stochastic lower bound on log p(x) that tightens as K grows (so the reported NLL
-is an upper bound in expectation); K = 1 gives the ELBO.
+estimate is a stochastic lower bound on log p(x) that tightens as K grows (so with the exact log Z
+the reported NLL is an upper bound in expectation); K = 1 gives the ELBO.
+
+Direction with an AIS log Z: AIS estimates Z without bias, so log Z is underestimated on average
+(Jensen), every log p(z) is then too high and the NLL too low. With AIS the figure is therefore no
+longer a bound in either direction: the K-sample gap pushes it up, the log Z error pulls it down.
+`test_nll_log_z_stderr` beside it says how large the second can be.
 
 log Z: the prior's own (`model.latent_prior.log_z`, see qvae/priors/log_z.py): exact enumeration
 for small RBMs, otherwise AIS. Its error shifts every image's estimate by the same amount, so it
