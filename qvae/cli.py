@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from qvae.config import Config, ConfigError, JobOptions, ScoreSettings
+from qvae.memory import check_memory
 from qvae.settings import add_flags, check_field, check_fields, picked_flags, same_as, setting
 from qvae.stopping import exit_code, stop_on_sigterm
 
@@ -119,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # validated before anything is written or downloaded
     _check_data_dir(config.data_dir)
-    resolve_device(config.device)
+    check_memory(config, resolve_device(config.device).type)
     out = usable_directory("output_dir", args.output_dir)
     data = load_mnist_for(config)
     started = time.perf_counter()
@@ -150,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_data_dir(config.data_dir)
     from qvae.train import resolve_device
 
-    resolve_device(config.device)
+    check_memory(config, resolve_device(config.device).type, options.score_settings(), tracked=True)
     if options.output_dir:
         usable_directory("output_dir", options.output_dir)
 

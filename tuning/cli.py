@@ -15,6 +15,7 @@ from typing import Sequence
 
 from qvae.cli import add_config_flags, add_job_flags, config_from_args
 from qvae.config import ConfigError, JobOptions
+from qvae.memory import check_memory
 from qvae.settings import add_flags, picked_flags
 from qvae.stopping import exit_code, stop_on_sigterm
 from qvae.train import resolve_device
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = JobOptions(**{**TRIAL_DEFAULTS, **picked_flags(args, "job_")}, progress=not args.no_progress)
         options.validate(config)
         check_objective(settings.objective, options)
-        resolve_device(config.device)
+        check_memory(config, resolve_device(config.device).type, options.score_settings(), tracked=True)
     except ConfigError as err:
         parser.error(str(err))
     study = run_study(settings, config, space, options)

@@ -1,0 +1,67 @@
+"""The memory preflight: the parameter count is torch's, the estimate is never below a measured
+peak, and a configuration that cannot fit is refused in one line before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from qvae.cli import main
+from qvae.config import Config, ConfigError, ScoreSettings
+from qvae.memory import GIB, check_memory, estimate_peak, parameter_count
+from qvae.models.build import build_model
+
+MEASURE = """
+import resource, sys
+from qvae.cli import main
+code = main(sys.argv[1:])
+print("PEAK_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(code)
+"""
+SIZES = [  # hidden_dim, batch_size, train_size: the default widths, a wide batch, a large model
+    (512, 256, 5000),
+    (4096, 512, 2000),
+    (16384, 256, 2000),
+]
+
+
+@pytest.mark.parametrize("changes", [{}, {"prior": "gaussian"}, {"hidden_dim": 64, "latent_dim": 16,
+                                                                  "num_visible": 8, "num_hidden": 8}])
+def test_the_parameter_count_is_torchs(changes):
+    config = Config(**changes)
+    assert parameter_count(config) == sum(p.numel() for p in build_model(config).parameters())
+
+
+@pytest.mark.parametrize("hidden_dim,batch_size,train_size", SIZES)
+def test_the_estimate_is_never_below_the_measured_peak(hidden_dim, batch_size, train_size, mnist_dir, tmp_path):
+    flags = ["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--train-size", str(train_size),
+             "--test-size", "1000", "--hidden-dim", str(hidden_dim), "--batch-size", str(batch_size),
+             "--device", "cpu", "--log-z-betas", "50", "--output-dir", str(tmp_path), "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", MEASURE, *flags], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    peak = int(done.stdout.split("PEAK_KIB")[1].split()[0]) * 1024
+    config = Config(hidden_dim=hidden_dim, batch_size=batch_size, train_size=train_size, test_size=1000,
+                    epochs=1, device="cpu", log_z_betas=50)
+    estimate = estimate_peak(config).total
+    print(f"hidden {hidden_dim} batch {batch_size}: estimate {estimate / GIB:.2f} GiB, measured {peak / GIB:.2f} GiB")
+    assert estimate >= peak
+    assert estimate <= 3 * peak  # conservative, not absurd
+
+
+def test_a_run_that_cannot_fit_is_refused_naming_its_sizes():
+    config = Config(hidden_dim=100_000, batch_size=1024)
+    with pytest.raises(ConfigError, match=r"needs about .* GiB at its peak but the machine has 1\.0 GiB") as refused:
+        check_memory(config, "cpu", ScoreSettings(), available=GIB)
+    assert "hidden_dim 100000" in str(refused.value) and "batch_size 1024" in str(refused.value)
+    check_memory(Config(), "cpu", available=64 * GIB)  # the defaults fit in 64 GiB
+
+
+def test_the_cli_refuses_a_model_larger_than_this_machine_in_one_line(capsys, mnist_dir, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data-dir", str(mnist_dir), "--hidden-dim", "5000000", "--output-dir", str(tmp_path)])
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "needs about" in message and "hidden_dim 5000000" in message and "Traceback" not in message
+    assert not list(tmp_path.iterdir())  # refused before anything was written
