@@ -33,13 +33,3 @@ def wait_until(condition: Callable[[], T], what: str, *, process: subprocess.Pop
             raise AssertionError(f"{what}: not within {timeout:.0f} s")
         time.sleep(poll)
 
-
-def wait_for_line(process: subprocess.Popen, marker: str, what: str) -> str:
-    """Read `process`'s text stdout until a line contains `marker`; returns what was read.
-    The process's own exit (end of output) fails the wait, so no timeout is needed."""
-    seen = []
-    for line in process.stdout:
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    raise AssertionError(f"{what}: the process ended ({process.wait()}) without {marker!r}\n{''.join(seen)[-3000:]}")
