@@ -13,11 +13,15 @@ from qvae.config import Config, ConfigError, ScoreSettings
 from qvae.memory import GIB, check_memory, estimate_peak, parameter_count
 from qvae.models.build import build_model
 
+# The child's own peak: VmHWM belongs to the process's address space, new at exec. (getrusage's
+# ru_maxrss is not: Linux keeps the parent's peak across fork and exec, so a large test runner
+# would be measured instead.)
 MEASURE = """
-import resource, sys
+import sys
 from qvae.cli import main
 code = main(sys.argv[1:])
-print("PEAK_KIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+with open("/proc/self/status") as status:
+    print("PEAK_KIB", next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 sys.exit(code)
 """
 SIZES = [  # hidden_dim, batch_size, train_size: the default widths, a wide batch, a large model
