@@ -104,7 +104,9 @@ def test_three_workers_survive_a_killed_one(cluster):
     assert retries[0].params == trials[killed].params
     counted = counted_trials(study)
     assert len(counted) == N_TRIALS, [(t.number, t.state.name) for t in trials]
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in counted)
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in counted), (
+        [(t.number, t.state.name, t.user_attrs.get("fail_reason"), t.system_attrs.get("failed_trial")) for t in trials],
+        output[-5000:])
 
     # one MLflow child run per trial (the killed one FAILED), no duplicates, all under one parent
     client = MlflowClient(tracking_uri=cluster["tracking"])
