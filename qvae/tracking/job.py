@@ -27,7 +27,6 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for
-from qvae.memory import check_memory
 from qvae.metrics.scores import final_scores, score_details
 from qvae.models.qvae import QVAE
 from qvae.priors.build import log_z_method
@@ -211,8 +210,7 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
     receives the run id as soon as the run exists (e.g. to store it on an Optuna trial).
     """
     options.validate(config)  # fail before anything is downloaded, trained or recorded
-    # a device this machine lacks, or a model that cannot fit in its memory, is refused here, not inside the run
-    check_memory(config, resolve_device(config.device).type, options.score_settings(), tracked=True)
+    resolve_device(config.device)  # a device this machine lacks is refused here, not inside the run
     launched_by_mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID")) and parent_run_id is None
     own_experiment = options.experiment_name and not launched_by_mlflow_run and parent_run_id is None
     prepare_store(options.experiment_name if own_experiment else "")  # fails fast on an unreachable server
