@@ -98,7 +98,7 @@ class Objective:
         try:
             result = run_main_job(config, options, parent_run_id=self.parent_run_id, callbacks=[pruning],
                                   data=self.data, on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
-        except DivergenceError as err:
+        except (DivergenceError, ConfigError) as err:  # the trial fails with its reason; the study goes on
             self._record_failure(trial, str(err))
             raise
         if result.stopped_early:

@@ -213,7 +213,8 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
     resolve_device(config.device)  # a device this machine lacks is refused here, not inside the run
     launched_by_mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID")) and parent_run_id is None
     own_experiment = options.experiment_name and not launched_by_mlflow_run and parent_run_id is None
-    prepare_store(options.experiment_name if own_experiment else "")  # fails fast on an unreachable server
+    if parent_run_id is None:  # a child run's parent already prepared the store (and found its server up)
+        prepare_store(options.experiment_name if own_experiment else "")  # fails fast on an unreachable server
     if options.resume:
         check_resume(options.resume, config)
     workdir = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp(prefix="qvae-run-"))
