@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required")'
+	@$(PYTHON) -c 'import shutil; free = shutil.disk_usage(".").free / 2**30; free < 7 and print(f"warning: {free:.1f} GiB free here; the install needs about 7 GiB (PyPI torch is a CUDA build)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"

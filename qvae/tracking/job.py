@@ -8,6 +8,7 @@ and their GIF, training curves, FID/KID, and the model as a pyfunc generator.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -17,7 +18,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import mlflow
 import numpy as np
@@ -217,8 +218,29 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
         prepare_store(options.experiment_name if own_experiment else "")  # fails fast on an unreachable server
     if options.resume:
         check_resume(options.resume, config)
-    workdir = Path(options.output_dir) if options.output_dir else Path(tempfile.mkdtemp(prefix="qvae-run-"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    with local_copies(options.output_dir) as workdir:
+        return _start_run(config, options, workdir, parent_run_id, callbacks, data, on_run_start,
+                          launched_by_mlflow_run)
+
+
+@contextlib.contextmanager
+def local_copies(output_dir: str) -> Iterator[Path]:
+    """Where the run writes what it logs: `output_dir` (kept), or a temporary directory removed when
+    the run ends, since every file in it has been logged to MLflow by then (a study's trials would
+    otherwise leave ~30 MB each behind)."""
+    if output_dir:
+        path = Path(output_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="qvae-run-") as tmp:
+            yield Path(tmp)
+
+
+def _start_run(config: Config, options: JobOptions, workdir: Path, parent_run_id: str | None,
+               callbacks: Sequence[Any], data: MnistData | None, on_run_start: Callable[[str], None] | None,
+               launched_by_mlflow_run: bool) -> JobResult:
+    """Fetch what a resumed run continues from and the data, then run the job inside its MLflow run."""
     resume_from, resumed = (_fetch_resume_checkpoint(options.resume, config, workdir) if options.resume
                             else (None, None))
     if data is None:
