@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from qvae.config import Config, ConfigError, JobOptions, ScoreSettings
+from qvae.config import PRESETS, Config, ConfigError, JobOptions, ScoreSettings
 from qvae.memory import check_memory
 from qvae.settings import add_flags, check_field, check_fields, picked_flags, same_as, setting
 from qvae.stopping import exit_code, stop_on_sigterm
@@ -56,8 +56,12 @@ class EvaluateOptions(ScoreSettings):
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field (dest `cfg_<name>`); `config_from_args` reads them back."""
-    add_flags(parser, Config, "hyperparameters (defaults are the seed's)", prefix="cfg_")
+    """`--preset` and one flag per Config field (dest `cfg_<name>`); `config_from_args` reads them back."""
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="seed",
+                        help="the shipped configuration the defaults come from: seed (the kaiwu example's settings) "
+                             f"or likelihood ({', '.join(f'{k}={v}' for k, v in PRESETS['likelihood'].items())}: "
+                             "a prior that learns); a config file and flags win over it (default: seed)")
+    add_flags(parser, Config, "hyperparameters (defaults: the seed preset's)", prefix="cfg_")
 
 
 def add_job_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), title: str = "main job (MLflow)",
@@ -67,8 +71,9 @@ def add_job_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (), t
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    base = Config.load(args.config) if getattr(args, "config", None) else Config()
-    return base.replace(**picked_flags(args, "cfg_"))
+    """The preset, then the config file's fields, then the flags given: each wins over the one before."""
+    from_file = json.loads(Path(args.config).read_text()) if getattr(args, "config", None) else {}
+    return Config.from_preset(getattr(args, "preset", "seed"), **{**from_file, **picked_flags(args, "cfg_")})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 3
     from qvae.plots import write_pictures
 
-    pictures = write_pictures(result.model, data.test_x, result.history, out, seed=config.seed)
+    pictures = write_pictures(result.best_model(), data.val_x, result.history, out, seed=config.seed)
     summary = {
         "config": config.to_dict(), "device": result.device, "data": data.source.as_params(),
         "final": result.history[-1] if result.history else {}, "history": result.history,
@@ -146,7 +151,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    options = JobOptions(**picked_flags(args, "job_"), progress=not args.no_progress)
+    options = JobOptions(**picked_flags(args, "job_"), progress=not args.no_progress,
+                         extra_tags={"qvae.preset": args.preset})
     options.validate(config)  # before MLflow is even imported: bad input records nothing
     _check_data_dir(config.data_dir)
     from qvae.train import resolve_device
@@ -238,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"qvae evaluate: error: {err}", file=sys.stderr)
         return 2
     config = model.config
-    data = load_mnist(options.data_dir, binarize=config.binarize, seed=config.seed)  # as the model was trained
+    data = load_mnist(options.data_dir, validation_size=config.validation_size)  # the model's own split
     settings = options.score_settings()
     started = time.perf_counter()
     scores = final_scores(model, data, settings, seed=options.seed, progress=not args.no_progress)

@@ -26,13 +26,25 @@ PRIORS = ("boltzmann", "gaussian")
 ACTIVATIONS = ("tanh", "relu", "elu", "gelu")
 BINARIZE_MODES = ("none", "static", "dynamic")  # pixels as read, Bernoulli once (static) or per batch (dynamic)
 DEVICES = ("auto", "cpu", "cuda", "mps")
-N_TRAIN, N_TEST = 60_000, 10_000  # MNIST's split sizes
+N_TRAIN, N_TEST = 60_000, 10_000  # MNIST's file sizes (train file = training + validation splits)
+VALIDATION_SIZE = 10_000  # the DVAE/IWAE validation split: the training file's last 10 000 images
 # What may change when a killed run is resumed: more epochs, and the device (the numbers then
 # continue on another machine, equal in distribution but not bit for bit). Anything else would
 # continue a different experiment in the same run.
 RESUME_MAY_DIFFER = ("epochs", "device")
 
-__all__ = ["ACTIVATIONS", "BINARIZE_MODES", "DEVICES", "PRIORS", "RESUME_MAY_DIFFER", "SAMPLERS", "Config",
+# Shipped configurations: values that replace the declared defaults; explicit values win over them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # kaiwu-pytorch-plugin's QVAE MNIST example, reproduced: kl_beta 1e-6 against weight_decay 0.01 holds the
+    # RBM near zero, so its prior stays almost uniform (prior_kl_uniform says so): an autoencoder, in effect
+    "seed": {},
+    # the ELBO itself on binarised digits: the KL at full weight, so the prior learns, and a likelihood
+    # comparable with the DVAE literature's
+    "likelihood": {"kl_beta": 1.0, "binarize": "dynamic"},
+}
+PRESET_FIELDS = tuple(sorted({name for values in PRESETS.values() for name in values}))
+
+__all__ = ["ACTIVATIONS", "BINARIZE_MODES", "DEVICES", "PRESETS", "PRIORS", "RESUME_MAY_DIFFER", "SAMPLERS", "Config",
            "ConfigError", "JobOptions", "ScoreSettings"]
 
 
@@ -81,8 +93,12 @@ class Config:
                                zero="skip log Z")
     # data
     data_dir: str = setting("data", "where MNIST is (fetched if missing)", non_empty=True)
-    train_size: int = setting(0, "training images", low=0, high=N_TRAIN, note="0 means all")
-    test_size: int = setting(0, "test images (validation and scores)", low=0, high=N_TEST, note="0 means all")
+    train_size: int = setting(0, "training images: the first of the training file's first 60000 - validation_size",
+                              low=0, high=N_TRAIN - 1, note="0 means all")
+    validation_size: int = setting(VALIDATION_SIZE, "the training file's last images, held out: the per-epoch val_*, "
+                                   "the best checkpoint, pruning, tuning objectives and pictures use only these",
+                                   low=1, high=N_TRAIN - 1)
+    test_size: int = setting(0, "test images, read once by the final scores", low=0, high=N_TEST, note="0 means all")
     binarize: str = setting("none", "none: grey levels; dynamic: resampled each batch; static: once",
                             choices=BINARIZE_MODES)
 
@@ -111,7 +127,10 @@ class Config:
         if self.gamma > 0 and self.sampler != "pimc":
             raise ConfigError(f"gamma > 0 (a quantum Boltzmann prior) needs sampler=pimc; sampler={self.sampler} "
                               f"samples the classical RBM (gamma = 0), got gamma={self.gamma}")
-        n_train = self.train_size or N_TRAIN
+        if self.train_size > N_TRAIN - self.validation_size:
+            raise ConfigError(f"train_size must be <= 60000 - validation_size = {N_TRAIN - self.validation_size} "
+                              f"(0: all of them), got {self.train_size}")
+        n_train = self.train_size or N_TRAIN - self.validation_size
         if self.batch_size > n_train:
             raise ConfigError(
                 f"batch_size must be <= the number of training images: {self.batch_size} > "
@@ -152,6 +171,13 @@ class Config:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
         return cls(**values)
 
+    @classmethod
+    def from_preset(cls, preset: str = "seed", **values: Any) -> "Config":
+        """The shipped configuration `preset` (see PRESETS), with `values` winning over it."""
+        if preset not in PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        return cls.from_dict({**PRESETS[preset], **values})
+
     def replace(self, **changes: Any) -> "Config":
         return self.from_dict({**self.to_dict(), **changes})
 
@@ -182,7 +208,7 @@ class ScoreSettings:
     hours, so they are off unless asked for (the MLproject's main and evaluate entry points ask for
     the seed's protocol: nll_samples 1000, probe_epochs 100)."""
 
-    fid_samples: int = setting(10_000, "generated and real test images compared by FID/KID", low=2, high=N_TEST,
+    fid_samples: int = setting(10_000, "generated and real images compared by FID/KID", low=2, high=N_TEST,
                                zero="skip")
     fid_batch_size: int = setting(100, "images per Inception forward pass", low=1)
     nll_samples: int = setting(0, "importance samples K per image of the test NLL (DVAE# uses 4000)", low=0,
@@ -195,12 +221,12 @@ class ScoreSettings:
     probe_epochs: int = setting(0, "epochs of the latent-probe MLP (the seed used 100)", low=0, high=10_000,
                                 note="0 skips the latent probe")
 
-    def validate_scores(self, test_size: int = N_TEST) -> None:
-        """The declared ranges, FID and NLL images narrowed to the `test_size` test images available."""
+    def validate_scores(self, images: int = N_TEST, split: str = "test") -> None:
+        """The declared ranges, FID and NLL images narrowed to the `images` of `split` available."""
         for f in fields(ScoreSettings):
             limited = f.name in ("fid_samples", "nll_images")
-            check_field(self, f.name, high=test_size if limited else None,
-                        why="the test images available" if limited else "")
+            check_field(self, f.name, high=images if limited else None,
+                        why=f"the {split} images available" if limited else "")
 
     def score_settings(self) -> ScoreSettings:
         """Only the score settings (e.g. of a JobOptions)."""
@@ -223,9 +249,10 @@ class JobOptions(ScoreSettings):
     progress: bool = setting(True, "show progress bars")
     extra_tags: dict[str, str] = setting({}, "MLflow tags added to the run")
 
-    def validate(self, config: Config) -> None:
-        """Every declared range; FID and NLL images at most the config's test images."""
-        self.validate_scores(config.test_size or N_TEST)
+    def validate(self, config: Config, split: str = "test") -> None:
+        """Every declared range; FID and NLL images at most the config's images of the scored `split`
+        (test for the main job, validation for a tuning trial)."""
+        self.validate_scores(config.validation_size if split == "validation" else config.test_size or N_TEST, split)
         for f in fields(self):
             if f.name not in {g.name for g in fields(ScoreSettings)}:
                 check_field(self, f.name)

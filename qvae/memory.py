@@ -65,7 +65,10 @@ def estimate_peak(config: Config, scores: ScoreSettings | None = None, *, tracke
     """A run of `config` (training, and the final `scores` if given; `tracked`: under MLflow)."""
     c = config
     slices = c.trotter_slices if c.sampler == "pimc" else 1
-    images = (c.train_size or 60_000) + (c.test_size or 10_000)
+    # both files are read whole (the splits are views of them), plus the validation images in the
+    # model's input form, and a static model's binarised training images
+    n_train = c.train_size or 60_000 - c.validation_size
+    images = 70_000 + c.validation_size + (n_train if c.binarize == "static" else 0)
     width = 2 * c.input_dim + 2 * c.hidden_dim + 4 * c.latent_dim  # a sample's activations through the model
     parts = {
         "runtime": RUNTIME_BYTES + (MLFLOW_BYTES if tracked else 0),

@@ -213,13 +213,18 @@ def assemble_gif(frames: Sequence[str | Path], path: str | Path, *,
     return Path(path)
 
 
-def write_pictures(model: Any, test_x: torch.Tensor, history: list[dict[str, float]], out: Path,
+def write_pictures(model: Any, images: torch.Tensor, history: list[dict[str, float]], out: Path,
                    seed: int = 0, n: int = 64) -> dict[str, Path]:
-    """original.png, reconstruction.png, generated.png (8x8 grids) and training_curves.png."""
+    """original.png, reconstruction.png, generated.png (8x8 grids) and training_curves.png.
+
+    The originals are the first `n` of the grey `images` in the form the model reads them
+    (binarised for a binarised model): what the reconstructions start from."""
+    from qvae.data.mnist import model_inputs
+
     model.eval()
     device = model.train_bias.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    originals = test_x[:n].to(device)
+    originals = model_inputs(images[:n].to(device), model.config.binarize)
     paths = {
         "original": save_grid(originals, out / "original.png"),
         "reconstruction": save_grid(model.reconstruct(originals, gen), out / "reconstruction.png"),

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 META_KEY = "setting"
 
@@ -177,9 +177,21 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: st
         if isinstance(default, tuple):
             group.add_argument(flag, dest=dest, type=int, nargs="*", default=None, help=flag_help(f, default))
         else:
-            group.add_argument(flag, dest=dest, type=type(default), default=None,
-                               required=bool(f.metadata.get("required")), metavar=type(default).__name__.upper(),
-                               help=flag_help(f, default))
+            rule = f.metadata.get(META_KEY)
+            empty_is_unset = not isinstance(default, str) or (rule is not None and rule.kind == "choice")
+            group.add_argument(flag, dest=dest, type=_unset_if_empty(type(default)) if empty_is_unset else str,
+                               default=None, required=bool(f.metadata.get("required")),
+                               metavar=type(default).__name__.upper(), help=flag_help(f, default))
+
+
+def _unset_if_empty(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A flag type for which an empty value means "not given" (None): the MLproject passes "" for
+    the values a preset supplies, and "" is never a number or a choice."""
+    def parse(text: str) -> Any:
+        return None if text == "" else convert(text)
+
+    parse.__name__ = convert.__name__  # argparse names the type in its error messages
+    return parse
 
 
 def picked_flags(args: argparse.Namespace, prefix: str) -> dict[str, Any]:

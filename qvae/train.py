@@ -1,5 +1,9 @@
 """The training loop: epochs of Adam steps, a validation pass, log Z, checkpoints, callbacks.
 
+Everything that chooses reads the validation split only: the per-epoch `val_*` terms and the best
+checkpoint (highest validation ELBO), whose weights `TrainResult.best_state` keeps for the final
+scores. The validation pass leaves the training sampler's chains and random state untouched.
+
 One readable loop (nanoGPT style). Everything that makes a run resumable bit-for-bit on the
 same device lives in the checkpoint: model, optimiser, sampler chains and every random state.
 Callbacks (MLflow tracking, Optuna pruning) receive an `EpochReport` after each epoch and may
@@ -8,6 +12,8 @@ raise `StopTraining` to end the run early but cleanly.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import os
 import time
@@ -19,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from qvae.config import Config, ConfigError
-from qvae.data.mnist import MnistData, batches, binarize_batch, num_batches, train_mean
+from qvae.data.mnist import MnistData, batches, binarize_batch, model_inputs, num_batches, train_mean
 from qvae.models.build import Model, build_model
 from qvae.priors.samplers import Sampler
 
@@ -29,6 +35,8 @@ LAST_CHECKPOINT = "last.pt"
 DIVERGED_LOSS = 1e8
 DIVERGENCE_CHECK_STEPS = 20  # on accelerators: read the on-device health flag every N steps
 BEST_CHECKPOINT = "best.pt"
+PRIOR_LEARNING_NATS = 1.0  # prior_kl_uniform below this at the end: the prior has not learned (a warning)
+log = logging.getLogger(__name__)
 
 
 class StopTraining(Exception):
@@ -60,6 +68,13 @@ class TrainResult:
     device: str = "cpu"
     stopped_early: bool = False
     best_epoch: int | None = None
+    best_state: dict[str, torch.Tensor] | None = None  # the model's weights at best_epoch
+
+    def best_model(self) -> Model:
+        """The model with the best-on-validation weights (the last epoch's when none was recorded)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.model
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,14 +97,18 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: Model, sampler: Sampler | None, x: torch.Tensor, batch_size: int,
-             generator: torch.Generator, binarize_dynamic: bool = False) -> dict[str, float]:
-    """Batch-weighted averages of the model's terms over `x` (no parameter updates)."""
+             generator: torch.Generator) -> dict[str, float]:
+    """Batch-weighted averages of the model's terms over `x`, already in the model's input form
+    (no parameter updates). With a sampler, its negative samples give the loss terms too; the
+    sampler's chains and random state are restored afterwards, so evaluating never changes training."""
     model.eval()
     sums: dict[str, torch.Tensor] = {}
-    negative = sampler.sample(model.prior, model.config.sampler_chains) if sampler is not None else None
+    negative = None
+    if sampler is not None:
+        saved = copy.deepcopy(sampler.state_dict())
+        negative = sampler.sample(model.prior, model.config.sampler_chains)
+        sampler.load_state_dict(saved)
     for xb, _ in batches(x, x[:, 0], batch_size, shuffle=False, generator=None):
-        if binarize_dynamic:
-            xb = binarize_batch(xb, generator)
         terms = model(xb, negative, generator)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value.detach() * len(xb)
@@ -111,7 +130,9 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     """Train a QVAE on `data`; returns the model, sampler and per-epoch metric history."""
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = build_model(config, data_mean=train_mean(data.train_x)).to(device)
+    # a static model learns from one Bernoulli sample of the grey images (its seed's); dynamic resamples per batch
+    train_x = data.train_x if config.binarize != "static" else model_inputs(data.train_x, "static", config.seed)
+    model = build_model(config, data_mean=train_mean(train_x)).to(device)
     prior = model.latent_prior
     sampler = prior.make_sampler()  # None for the Gaussian prior: no negative phase
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
@@ -119,11 +140,11 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
     noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     eval_rng = torch.Generator(device=device).manual_seed(config.seed + 2)
-    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
-    test_x = data.test_x.to(device)
+    train_x, train_y = train_x.to(device), data.train_y.to(device)
+    val_x = model_inputs(data.val_x.to(device), config.binarize)  # one fixed form, the same every epoch
     dynamic = config.binarize == "dynamic"
     history: list[dict[str, float]] = []
-    best_elbo, best_epoch, start_epoch = -math.inf, None, 1
+    best_elbo, best_epoch, best_state, start_epoch = -math.inf, None, None, 1
     callbacks = list(callbacks)
 
     if resume_from is not None:
@@ -136,6 +157,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         for rng, key in ((shuffle_rng, "shuffle_rng"), (noise_rng, "noise_rng"), (eval_rng, "eval_rng")):
             rng.set_state(state[key])
         history, best_elbo, best_epoch = state["history"], state["best_elbo"], state["best_epoch"]
+        best_state = state.get("best_model")  # absent from checkpoints written before it was kept
         start_epoch = state["epoch"] + 1
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -143,7 +165,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     steps = num_batches(len(train_x), config.batch_size)
     check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_STEPS  # on a GPU, sync only now and then
-    result = TrainResult(model, sampler, history, str(device), best_epoch=best_epoch)
+    result = TrainResult(model, sampler, history, str(device), best_epoch=best_epoch, best_state=best_state)
 
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
@@ -168,13 +190,16 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         if not all(math.isfinite(v) for v in train_terms.values()):
             raise DivergenceError(f"epoch {epoch}: non-finite training terms {train_terms}")
 
-        val_terms = evaluate(model, sampler, test_x, config.batch_size, eval_rng, dynamic)
+        val_terms = evaluate(model, sampler, val_x, config.batch_size, eval_rng)
         metrics: dict[str, float] = {}
         if config.log_z_betas and prior.needs_log_z:  # a Gaussian KL is already exact
             log_z, log_z_err, _ = prior.log_z(config.log_z_chains, config.log_z_betas, eval_rng)
             train_terms = prior.complete_with_log_z(train_terms, log_z)  # kl/elbo, or kl_upper_bound/q_elbo
             val_terms = prior.complete_with_log_z(val_terms, log_z)
             metrics.update(log_z=log_z, log_z_stderr=log_z_err)
+            kl_uniform = prior.kl_to_uniform(log_z, eval_rng)  # is the prior learning at all?
+            if kl_uniform is not None:
+                metrics["prior_kl_uniform"] = kl_uniform
         metrics.update(train_terms)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
         metrics["epoch_seconds"] = time.perf_counter() - started
@@ -184,7 +209,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         is_best = score > best_elbo
         if is_best:
             best_elbo, best_epoch = score, epoch
-        result.best_epoch = best_epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        result.best_epoch, result.best_state = best_epoch, best_state
         checkpoint = None
         if ckpt_dir is not None:
             state = {
@@ -193,7 +219,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                 "sampler": sampler.state_dict() if sampler is not None else None,
                 "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
                 "eval_rng": eval_rng.get_state(),
-                "history": history, "best_elbo": best_elbo, "best_epoch": best_epoch,
+                "history": history, "best_elbo": best_elbo, "best_epoch": best_epoch, "best_model": best_state,
             }
             checkpoint = ckpt_dir / LAST_CHECKPOINT
             save_checkpoint(state, checkpoint)
@@ -206,7 +232,20 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         except StopTraining:
             result.stopped_early = True
             break
+    warn_if_prior_is_uniform(history, config)
     return result
+
+
+def warn_if_prior_is_uniform(history: list[dict[str, float]], config: Config) -> None:
+    """One warning when the prior ended within PRIOR_LEARNING_NATS of uniform: the model is then an
+    autoencoder with a Bernoulli(1/2) prior, and its generated digits show it."""
+    last = history[-1].get("prior_kl_uniform") if history else None
+    if last is not None and last < PRIOR_LEARNING_NATS:
+        log.warning("the prior did not learn: prior_kl_uniform = KL(p || uniform) = %.3g nats after %d epochs "
+                    "(< %g), so samples come from an almost uniform Bernoulli(1/2) prior. kl_beta=%g weighs the KL "
+                    "against weight_decay=%g on the RBM: raise kl_beta (--preset likelihood uses 1), lower "
+                    "weight_decay, or train longer", last, len(history), PRIOR_LEARNING_NATS, config.kl_beta,
+                    config.weight_decay)
 
 
 def _check_healthy(healthy: torch.Tensor, epoch: int, step: int, terms: dict[str, torch.Tensor],

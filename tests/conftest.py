@@ -93,10 +93,11 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def small_data(mnist_dir: Path):
-    """The first 1024 training and 256 test images: enough to see a model learn in seconds."""
+    """The first 1024 training, the last 256 validation and the first 256 test images: enough to see
+    a model learn in seconds."""
     from qvae.data.mnist import load_mnist
 
-    return load_mnist(mnist_dir, train_size=1024, test_size=256)
+    return load_mnist(mnist_dir, train_size=1024, validation_size=256, test_size=256)
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,14 @@ import tempfile
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-RUN_FLAGS = ["--epochs", "2", "--train-size", "5000", "--test-size", "1000", "--device", "cpu", "--seed", "0",
+RUN_FLAGS = ["--epochs", "2", "--train-size", "5000", "--validation-size", "1000", "--test-size", "1000",
+             "--device", "cpu", "--seed", "0",
              "--tsne-interval", "0", "--tsne-final-points", "0", "--nll-samples", "10", "--nll-images", "100",
              "--nll-ais-chains", "50", "--nll-ais-betas", "50", "--probe-epochs", "2", "--no-progress"]
 FID_FLAGS = ["--fid-samples", "200", "--fid-batch-size", "100"]
 TRIAL_FLAGS = ["--n-trials", "1", "--workers", "1", "--objective", "val_neg_elbo", "--epochs", "2",
-               "--train-size", "1000", "--test-size", "300", "--hidden-dim", "64", "--latent-dim", "16",
+               "--train-size", "1000", "--validation-size", "300", "--test-size", "300",
+               "--hidden-dim", "64", "--latent-dim", "16",
                "--batch-size", "50", "--sampler-chains", "32", "--log-z-betas", "20", "--log-z-chains", "16",
                "--generate-sweeps", "10", "--fid-samples", "0", "--visible-min", "4", "--visible-step", "4",
                "--device", "cpu", "--seed", "0", "--no-progress", "--register-model", ""]

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 from qvae.cli import main
 from tests.servers import free_port
 
-TINY = ["--epochs", "1", "--train-size", "512", "--test-size", "256", "--batch-size", "64", "--hidden-dim", "32",
+TINY = ["--epochs", "1", "--train-size", "512", "--validation-size", "256", "--test-size", "256",
+        "--batch-size", "64", "--hidden-dim", "32",
         "--latent-dim", "16", "--num-visible", "8", "--num-hidden", "8", "--sampler-chains", "32",
         "--log-z-betas", "20", "--log-z-chains", "16", "--generate-sweeps", "10", "--device", "cpu",
         "--fid-samples", "0", "--tsne-interval", "0", "--tsne-final-points", "0", "--no-progress",
@@ -24,7 +25,9 @@ TINY = ["--epochs", "1", "--train-size", "512", "--test-size", "256", "--batch-s
 CASES = {  # flags (after TINY: the last one wins) -> what the message must say
     "zero size": (["--hidden-dim", "0"], ["hidden_dim", "1..inf", "got 0"]),
     "negative size": (["--sampler-chains", "-4"], ["sampler_chains", "1..inf", "got -4"]),
-    "negative train size": (["--train-size", "-1"], ["train_size", "0..60000"]),
+    "negative train size": (["--train-size", "-1"], ["train_size", "0..59999"]),
+    "train into validation": (["--train-size", "55000"], ["train_size", "60000 - validation_size = 50000"]),
+    "empty validation": (["--validation-size", "0"], ["validation_size", "1..59999", "got 0"]),
     "latent split": (["--num-visible", "10"], ["num_visible + num_hidden must equal latent_dim", "10 + 8 != 16",
                                               "num_visible in 1..15"]),
     "dist_beta zero": (["--dist-beta", "0"], ["dist_beta", "> 0.0", "got 0.0"]),
@@ -32,7 +35,7 @@ CASES = {  # flags (after TINY: the last one wins) -> what the message must say
     "kl_beta negative": (["--kl-beta=-1e-3"], ["kl_beta", ">= 0.0", "got -0.001"]),
     "zero epochs": (["--epochs", "0"], ["epochs", "1..inf", "got 0"]),
     "batch beyond train_size": (["--batch-size", "1000"], ["batch_size", "1..512", "1000 > train_size 512"]),
-    "batch beyond MNIST": (["--train-size", "0", "--batch-size", "70000"], ["batch_size", "1..60000"]),
+    "batch beyond MNIST": (["--train-size", "0", "--batch-size", "70000"], ["batch_size", "1..50000"]),
     "unknown sampler": (["--sampler", "gibbs-ish"], ["sampler must be one of pcd, sa, kaiwu", "'gibbs-ish'"]),
     "fid_samples 1": (["--fid-samples", "1"], ["fid_samples", "0 (skip) or in 2..256", "got 1"]),
     "tsne_points 5": (["--tsne-points", "5"], ["tsne_points", "10..10000", "got 5"]),

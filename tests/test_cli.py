@@ -14,7 +14,8 @@ def run_qvae(*args, **kwargs):
 def test_train_writes_checkpoints_summary_and_pictures(mnist_dir, tmp_path):
     out = tmp_path / "run"
     proc = run_qvae("train", "--data-dir", str(mnist_dir), "--output-dir", str(out), "--epochs", "2",
-                    "--train-size", "256", "--test-size", "128", "--batch-size", "64", "--hidden-dim", "64",
+                    "--train-size", "256", "--validation-size", "128", "--test-size", "128",
+                    "--batch-size", "64", "--hidden-dim", "64",
                     "--latent-dim", "16", "--num-visible", "8", "--num-hidden", "8", "--device", "cpu",
                     "--no-progress", timeout=300)
     assert proc.returncode == 0, proc.stderr

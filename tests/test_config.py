@@ -26,7 +26,10 @@ def test_defaults_are_the_seed():
     ({"activation": "sin"}, r"activation must be one of"),
     ({"binarize": "yes"}, r"binarize must be one of none, static, dynamic"),
     ({"device": "tpu"}, r"device must be one of auto, cpu, cuda, mps, cuda:N"),
-    ({"train_size": 70_000}, r"train_size must be an integer in 0\.\.60000"),
+    ({"train_size": 70_000}, r"train_size must be an integer in 0\.\.59999"),
+    ({"train_size": 55_000}, r"train_size must be <= 60000 - validation_size = 50000 \(0: all of them\), got 55000"),
+    ({"validation_size": 0}, r"validation_size must be an integer in 1\.\.59999, got 0"),
+    ({"validation_size": 30_000, "batch_size": 40_000}, r"batch_size must be <= .*40000 > all 30000"),
     ({"train_size": 100, "batch_size": 256}, r"batch_size must be <= the number of training images"),
     ({"sa_final_temperature": 200.0}, r"sa_final_temperature must be <= sa_initial_temperature"),
     ({"log_z_betas": 1}, r"log_z_betas must be 0 \(skip log Z\) or in 2\.\.inf, got 1"),
@@ -79,7 +82,8 @@ def test_each_setting_is_declared_with_a_range_and_help():
     parser = argparse.ArgumentParser()
     add_flags(parser, Config, "config", prefix="cfg_")
     help_text = " ".join(parser.format_help().split())
-    assert "--train-size INT training images (default: 0; an integer in 0..60000; 0 means all)" in help_text
+    assert ("--train-size INT training images: the first of the training file's first 60000 - validation_size "
+            "(default: 0; an integer in 0..59999; 0 means all)") in help_text
     args = parser.parse_args(["--lr", "0.01", "--num-visible", "100", "--num-hidden", "156"])
     assert picked_flags(args, "cfg_") == {"lr": 0.01, "num_visible": 100, "num_hidden": 156}
     assert Config(dist_beta=3).dist_beta == 3.0 and isinstance(Config(dist_beta=3).dist_beta, float)

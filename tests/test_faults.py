@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 
 EPOCHS = 4
-TINY = ["--epochs", str(EPOCHS), "--train-size", "1024", "--test-size", "256", "--batch-size", "64",
+TINY = ["--epochs", str(EPOCHS), "--train-size", "1024", "--validation-size", "256", "--test-size", "256",
+        "--batch-size", "64",
         "--hidden-dim", "32", "--latent-dim", "16", "--num-visible", "8", "--num-hidden", "8",
         "--sampler-chains", "32", "--log-z-betas", "20", "--log-z-chains", "16", "--generate-sweeps", "10",
         "--device", "cpu", "--fid-samples", "0", "--tsne-interval", "0", "--tsne-final-points", "0",

@@ -15,7 +15,7 @@ from qvae.train import load_checkpoint, train
 
 TINY = dict(input_dim=12, hidden_dim=16, latent_dim=4, num_visible=2, num_hidden=2, prior="gaussian", device="cpu")
 SMALL = dict(hidden_dim=128, latent_dim=32, num_visible=16, num_hidden=16, batch_size=64, train_size=1024,
-             test_size=256, device="cpu", prior="gaussian", kl_beta=1.0)
+             validation_size=256, test_size=256, device="cpu", prior="gaussian", kl_beta=1.0)
 
 
 def test_kl_matches_torch_distributions_and_monte_carlo():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,10 +15,11 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
 TINY = dict(epochs=EPOCHS, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8,
-            train_size=300, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,
+            train_size=300, validation_size=200, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,
             generate_sweeps=20, fid_samples=16, tsne_interval=1, tsne_points=60, tsne_final_points=100,
             device="cpu", run_name="tiny-e2e")
-PER_EPOCH = ("loss", "cost", "kl", "elbo", "val_loss", "val_cost", "val_kl", "val_elbo", "log_z", "epoch_seconds")
+PER_EPOCH = ("loss", "cost", "kl", "elbo", "val_loss", "val_cost", "val_kl", "val_elbo", "log_z", "prior_kl_uniform",
+             "epoch_seconds")
 ARTIFACTS = ("original.png", "reconstruction.png", "generated.png", "training_curves.png", "tsne_final.png",
              "tsne_evolution.gif", "tsne_frames/epoch_001.png", "tsne_frames/epoch_002.png",
              "checkpoints/last.pt", "checkpoints/best.pt", "fid_results.txt")
@@ -64,8 +66,14 @@ def test_run_finished_with_params_and_provenance(finished_run):
                 "version_optuna", "version_kaiwu_community", "git_commit", "git_dirty", "fid_samples"):
         assert key in p, key
     assert run.data.tags["mlflow.runName"] == "tiny-e2e"
-    contexts = {d.tags[0].value for d in run.inputs.dataset_inputs}
-    assert contexts == {"training", "evaluation"}
+    inputs = {d.tags[0].value: d.dataset for d in run.inputs.dataset_inputs}  # context -> dataset
+    assert set(inputs) == {"training", "validation", "test"}
+    assert {d.name for d in inputs.values()} == {"mnist-train", "mnist-validation", "mnist-test"}
+    assert len({d.digest for d in inputs.values()}) == 3  # three different sets of images
+    profiles = {context: json.loads(d.profile) for context, d in inputs.items()}
+    assert profiles["validation"]["features_shape"][0] == TINY["validation_size"]
+    assert profiles["training"]["features_shape"][0] == TINY["train_size"]
+    assert p["validation_size"] == str(TINY["validation_size"]) and p["prior_kl_uniform_method"] == "exact"
 
 
 def test_run_leaves_no_local_copies_behind(finished_run):
@@ -80,9 +88,14 @@ def test_every_metric_has_one_value_per_epoch(finished_run):
     for name in PER_EPOCH:
         history = client.get_metric_history(run.info.run_id, name)
         assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), name
-    for name in ("fid", "fid_64", "kid", "test_nll", "test_nll_stderr", "latent_accuracy"):  # MLproject defaults
+    for name in ("fid", "fid_64", "kid", "test_elbo", "test_log_z_stderr", "test_nll", "test_nll_stderr",
+                 "test_nll_log_z_stderr", "latent_accuracy"):  # the MLproject's defaults: every score, on test
         assert name in run.data.metrics, name
+        assert len(client.get_metric_history(run.info.run_id, name)) == 1, name  # the test split is scored once
+    assert not {"val_fid", "val_nll", "val_latent_accuracy"} & set(run.data.metrics)  # a trial's scores, not a run's
     assert run.data.metrics["fid"] > 0
+    m = run.data.metrics
+    assert m["test_elbo"] == pytest.approx(-m["test_cost"] - m["test_kl"])
     assert run.data.params["nll_samples"] == "1000" and run.data.params["probe_epochs"] == "100"
 
 
@@ -98,9 +111,33 @@ def test_artifacts_exist_and_images_decode(finished_run, tmp_path):
             image.verify()
     with Image.open(local / "tsne_evolution.gif") as gif:
         assert gif.is_animated and gif.n_frames == EPOCHS
-    assert "Samples: 16 generated vs 16 test images" in (local / "fid_results.txt").read_text()
+    text = (local / "fid_results.txt").read_text()
+    assert "Samples: 16 generated vs the first 16 test images (grey)" in text
+    assert f"Model: the best-on-validation checkpoint, epoch {run.data.tags['best_epoch']} of {EPOCHS}" in text
     series = list((local / "images").glob("generated*step*"))  # the per-epoch image series
     assert len([p for p in series if p.suffix == ".png"]) >= EPOCHS
+
+
+def test_the_logged_model_is_the_best_on_validation_checkpoint(finished_run, tmp_path):
+    import mlflow
+    import torch
+
+    client, run, _ = finished_run
+    best_epoch = int(run.data.tags["best_epoch"])
+    val_elbo = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_elbo")}
+    assert best_epoch == max(val_elbo, key=val_elbo.get)  # the highest validation ELBO chose it
+    assert run.data.tags["qvae.checkpoint"] == "best-on-validation" and run.data.tags["qvae.scored_split"] == "test"
+    best = torch.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/best.pt",
+                                                          dst_path=str(tmp_path)), weights_only=True)
+    assert best["epoch"] == best_epoch
+    logged = torch.load(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model/artifacts/weights.pt",
+                                                            dst_path=str(tmp_path / "m")), weights_only=True)
+    assert logged.keys() == best["model"].keys()
+    assert all(torch.equal(logged[k], best["model"][k]) for k in logged)
+    info = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    logged_model = mlflow.get_logged_model(info.model_id)
+    assert logged_model.tags["qvae.checkpoint"] == "best-on-validation"
+    assert logged_model.tags["qvae.best_epoch"] == str(best_epoch)
 
 
 def test_model_is_logged_with_signature_and_input_example(finished_run):

@@ -27,7 +27,8 @@ from tests.servers import answers
 from tests.waiting import wait_until
 
 TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8, train_size=1000,
-            test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8, generate_sweeps=15,
+            validation_size=100, test_size=100, lr=3e-3, kl_beta=1.0,
+            sampler_chains=16, log_z_betas=10, log_z_chains=8, generate_sweeps=15,
             device="cpu")
 
 

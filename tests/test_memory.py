@@ -41,12 +41,14 @@ def test_the_parameter_count_is_torchs(changes):
 @pytest.mark.parametrize("hidden_dim,batch_size,train_size", SIZES)
 def test_the_estimate_is_never_below_the_measured_peak(hidden_dim, batch_size, train_size, mnist_dir, tmp_path):
     flags = ["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--train-size", str(train_size),
-             "--test-size", "1000", "--hidden-dim", str(hidden_dim), "--batch-size", str(batch_size),
+             "--validation-size", "1000", "--test-size", "1000", "--hidden-dim", str(hidden_dim),
+             "--batch-size", str(batch_size),
              "--device", "cpu", "--log-z-betas", "50", "--output-dir", str(tmp_path), "--no-progress"]
     done = subprocess.run([sys.executable, "-c", MEASURE, *flags], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     peak = int(done.stdout.split("PEAK_KIB")[1].split()[0]) * 1024
-    config = Config(hidden_dim=hidden_dim, batch_size=batch_size, train_size=train_size, test_size=1000,
+    config = Config(hidden_dim=hidden_dim, batch_size=batch_size, train_size=train_size,
+                    validation_size=1000, test_size=1000,
                     epochs=1, device="cpu", log_z_betas=50)
     estimate = estimate_peak(config).total
     print(f"hidden {hidden_dim} batch {batch_size}: estimate {estimate / GIB:.2f} GiB, measured {peak / GIB:.2f} GiB")

@@ -18,7 +18,7 @@ import yaml
 
 from qvae.cli import EvaluateOptions, GenerateOptions
 from qvae.cli import build_parser as qvae_parser
-from qvae.config import Config, JobOptions
+from qvae.config import PRESET_FIELDS, PRESETS, Config, JobOptions
 from qvae.settings import declared_defaults
 from tuning.cli import build_parser as tuning_parser
 from tuning.space import SearchSpace
@@ -40,6 +40,8 @@ DELIBERATE = {  # (entry point, parameter): (its MLproject default, why it diffe
                              "when given --output"),
     ("generate", "model_uri"): ("models:/qvae-mnist@champion", CHAMPION),
 }
+# a preset supplies these unless -P gives them: the MLproject passes "" (= not given) by default
+FROM_PRESET = {(entry, name) for entry in ("main", "tune") for name in PRESET_FIELDS}
 NOT_IN_MAIN = {  # settings of the main job that are deliberately no parameter of `main`
     "input_dim": "fixed by MNIST (28 x 28 pixels), not a choice of the experiment",
     "progress": "a terminal's choice (--no-progress), not part of the experiment",
@@ -67,12 +69,14 @@ def flags_of(command: str) -> dict[str, str]:
     return {param: flag for flag, param in re.findall(r"(--[a-z0-9-]+) \{(\w+)\}", command)}
 
 
-def declaration(entry: str, param: str) -> tuple[str, Any]:
-    """(setting name, its declared default) of the flag the MLproject passes `param` to."""
+def declaration(entry: str, param: str, value: str | None = None) -> tuple[str, Any]:
+    """(setting name, its declared default) of the flag the MLproject passes `param` to (given
+    `value`, by default the parameter's MLproject default)."""
     make_parser, head, prefixes = PARSERS[entry]
     flag = flags_of(ENTRY_POINTS[entry]["command"])[param]
     parser = parser_of(make_parser)
-    value = str(ENTRY_POINTS[entry]["parameters"][param].get("default", ""))
+    if value is None:
+        value = str(ENTRY_POINTS[entry]["parameters"][param].get("default", ""))
     base, given = vars(parser.parse_args(head)), vars(parser.parse_args([*head, flag, value]))
     (dest,) = [k for k in given if given[k] != base[k]]
     prefix = next(p for p in prefixes if dest.startswith(p))
@@ -81,7 +85,29 @@ def declaration(entry: str, param: str) -> tuple[str, Any]:
     return name, {**declared_defaults(cls), **overrides}[name]
 
 
-CASES = [(entry, param) for entry, spec in ENTRY_POINTS.items() for param in spec["parameters"]]
+CASES = [(entry, param) for entry, spec in ENTRY_POINTS.items() for param in spec["parameters"]
+         if param != "preset" and (entry, param) not in FROM_PRESET]
+
+
+@pytest.mark.parametrize("entry", ["main", "tune"])
+def test_preset_parameters_leave_their_fields_to_the_preset_unless_given(entry):
+    params = ENTRY_POINTS[entry]["parameters"]
+    assert params["preset"] == {"type": "string", "default": "seed"}
+    flags = flags_of(ENTRY_POINTS[entry]["command"])
+    assert flags["preset"] == "--preset"
+    make_parser, head, _ = PARSERS[entry]
+    parser = parser_of(make_parser)
+    for name in PRESET_FIELDS:
+        if entry == "tune" and name == "kl_beta":
+            assert name not in params  # the study searches it
+            continue
+        assert params[name] == {"type": "string", "default": ""}, (entry, name)
+        declared = declared_defaults(Config)[name]
+        assert declaration(entry, name, str(declared)) == (name, declared)  # a value given reaches its setting
+        not_given = vars(parser.parse_args([*head, flags[name], ""]))
+        assert not_given[f"cfg_{name}"] is None  # "" leaves it to the preset
+    for preset in PRESETS:
+        assert vars(parser.parse_args([*head, "--preset", preset]))["preset"] == preset
 
 
 @pytest.mark.parametrize("entry,param", CASES, ids=[f"{e}.{p}" for e, p in CASES])
@@ -100,7 +126,8 @@ def test_each_parameter_is_a_declared_setting_with_its_default_and_type(entry, p
 
 
 def test_every_setting_of_the_main_job_is_a_parameter_of_main():
-    main = {declaration("main", param)[0] for param in ENTRY_POINTS["main"]["parameters"]}
+    main = {declaration("main", param)[0] for param in ENTRY_POINTS["main"]["parameters"]
+            if param != "preset" and ("main", param) not in FROM_PRESET} | set(PRESET_FIELDS)
     declared = set(declared_defaults(Config)) | set(declared_defaults(JobOptions))
     assert declared - main - set(NOT_IN_MAIN) == set()
     assert set(NOT_IN_MAIN) <= declared and not set(NOT_IN_MAIN) & main  # the list holds no stale entries

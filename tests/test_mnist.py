@@ -18,6 +18,7 @@ from qvae.data.fetch import AssetError, DataError, ensure_mnist, read_idx, sha25
 from qvae.data.mnist import batches, binarize_batch, load_mnist, num_batches, train_mean
 
 N_TRAIN, N_TEST = 50, 20
+N_VAL = 10  # the synthetic training file's last images: its validation split
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def synthetic(tmp_path: Path) -> Synthetic:
 
 
 def _load(s: Synthetic, **kwargs) -> mnist.MnistData:
-    return load_mnist(s.root, sources=("local",), expected_md5=s.md5, **kwargs)
+    return load_mnist(s.root, sources=("local",), expected_md5=s.md5, **{"validation_size": N_VAL, **kwargs})
 
 
 # --------------------------------------------------------------------------- idx files
@@ -96,16 +97,30 @@ def test_idx_rejects_malformed(tmp_path: Path) -> None:
 def test_synthetic_loads_like_torchvision(synthetic: Synthetic) -> None:
     d = _load(synthetic)
     assert d.source.name == "local" and d.source.md5 == synthetic.md5
-    assert d.train_x.shape == (N_TRAIN, 784) and d.test_x.shape == (N_TEST, 784)
+    assert d.train_x.shape == (N_TRAIN - N_VAL, 784) and d.val_x.shape == (N_VAL, 784)
+    assert d.test_x.shape == (N_TEST, 784)
     assert d.train_x.dtype == torch.float32 and d.train_y.dtype == torch.int64
     assert 0 <= d.train_x.min() and d.train_x.max() <= 1
-    for train, x, y in ((True, d.train_x, d.train_y), (False, d.test_x, d.test_y)):
+    to_tensor = torchvision.transforms.ToTensor()
+    for train, x, y in ((True, torch.cat([d.train_x, d.val_x]), torch.cat([d.train_y, d.val_y])),
+                        (False, d.test_x, d.test_y)):
         ds = torchvision.datasets.MNIST(synthetic.root, train=train, download=False)
-        to_tensor = torchvision.transforms.ToTensor()
-        assert len(ds) == len(x)
+        assert len(ds) == len(x)  # training + validation = the training file, in order
         expected = torch.stack([to_tensor(ds[i][0]).flatten() for i in range(len(ds))])
         assert torch.equal(x, expected)
         assert torch.equal(y, ds.targets)
+
+
+def test_validation_is_the_training_files_last_images_and_never_trained_on(synthetic: Synthetic) -> None:
+    images = torch.from_numpy(synthetic.arrays[fetch.TRAIN_IMAGES].reshape(N_TRAIN, -1).astype(np.float32) / 255)
+    for n_val in (1, N_VAL, N_TRAIN - 1):
+        d = _load(synthetic, validation_size=n_val)
+        assert torch.equal(d.val_x, images[N_TRAIN - n_val:]) and torch.equal(d.train_x, images[:N_TRAIN - n_val])
+    small = _load(synthetic, train_size=5)  # a smaller training split never reaches into validation
+    assert torch.equal(small.train_x, images[:5]) and torch.equal(small.val_x, images[N_TRAIN - N_VAL:])
+    assert [small.split(name)[0].shape[0] for name in mnist.SPLITS] == [5, N_VAL, N_TEST]
+    with pytest.raises(ValueError, match="split must be one of"):
+        small.split("valid")
 
 
 def test_source_params_are_strings(synthetic: Synthetic) -> None:
@@ -223,13 +238,14 @@ def test_subsets_are_first_items_in_order(synthetic: Synthetic) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"train_size": 0}, rf"train_size must be an int in 1\.\.{N_TRAIN}"),
-        ({"train_size": N_TRAIN + 1}, rf"train_size must be an int in 1\.\.{N_TRAIN}"),
+        ({"train_size": 0}, rf"train_size must be an int in 1\.\.{N_TRAIN - N_VAL}"),
+        ({"train_size": N_TRAIN - N_VAL + 1}, rf"train_size must be an int in 1\.\.{N_TRAIN - N_VAL}"),
         ({"train_size": 2.0}, "train_size"),
         ({"train_size": True}, "train_size"),
+        ({"validation_size": 0}, rf"validation_size must be an int in 1\.\.{N_TRAIN - 1}, got 0"),
+        ({"validation_size": N_TRAIN}, rf"validation_size must be an int in 1\.\.{N_TRAIN - 1}"),
         ({"test_size": N_TEST + 1}, rf"test_size must be an int in 1\.\.{N_TEST}"),
         ({"test_size": -1}, "test_size"),
-        ({"binarize": "sometimes"}, r"binarize must be one of \('none', 'static', 'dynamic'\)"),
     ],
 )
 def test_invalid_arguments(synthetic: Synthetic, kwargs: dict, message: str) -> None:
@@ -237,20 +253,24 @@ def test_invalid_arguments(synthetic: Synthetic, kwargs: dict, message: str) -> 
         _load(synthetic, **kwargs)
 
 
-def test_static_binarization_is_reproducible(synthetic: Synthetic) -> None:
-    a, b = _load(synthetic, binarize="static", seed=5), _load(synthetic, binarize="static", seed=5)
-    other = _load(synthetic, binarize="static", seed=6)
-    sub = _load(synthetic, binarize="static", seed=5, train_size=10)
-    for x in (a.train_x, a.test_x):
-        assert set(x.unique().tolist()) == {0.0, 1.0}
-    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_x, b.test_x)
-    assert not torch.equal(a.train_x, other.train_x)
-    assert torch.equal(sub.train_x, a.train_x[:10])  # same binary data whatever the subset size
+def test_model_inputs_is_one_fixed_rule(synthetic: Synthetic) -> None:
+    """Grey for binarize=none; one seeded Bernoulli sample of the grey levels otherwise, the same
+    every call (an encoder sees its trained form, the same images every evaluation)."""
+    x = _load(synthetic).val_x
+    assert mnist.model_inputs(x, "none") is x
+    for mode in ("static", "dynamic"):
+        a, b = mnist.model_inputs(x, mode), mnist.model_inputs(x, mode)
+        assert set(a.unique().tolist()) <= {0.0, 1.0} and torch.equal(a, b)
+        expected = (torch.rand(x.shape, generator=torch.Generator().manual_seed(mnist.EVALUATION_BINARIZATION_SEED))
+                    < x).float()  # Bernoulli(x) by inversion, from the documented seed
+        assert torch.equal(a, expected)
+    assert not torch.equal(mnist.model_inputs(x, "static", seed=5), mnist.model_inputs(x, "static", seed=6))
+    with pytest.raises(ValueError, match=r"binarize must be one of \('none', 'static', 'dynamic'\)"):
+        mnist.model_inputs(x, "sometimes")
 
 
 def test_dynamic_binarization_resamples(synthetic: Synthetic) -> None:
-    d, plain = _load(synthetic, binarize="dynamic"), _load(synthetic)
-    assert d.binarize == "dynamic" and torch.equal(d.train_x, plain.train_x)
+    d = _load(synthetic)
     g = torch.Generator().manual_seed(0)
     first, second = binarize_batch(d.train_x, g), binarize_batch(d.train_x, g)
     assert set(first.unique().tolist()) == {0.0, 1.0}
@@ -308,7 +328,7 @@ def test_train_mean(synthetic: Synthetic) -> None:
     d = _load(synthetic)
     mean = train_mean(d.train_x)
     assert mean.shape == (784,)
-    images = synthetic.arrays[fetch.TRAIN_IMAGES].reshape(N_TRAIN, -1)
+    images = synthetic.arrays[fetch.TRAIN_IMAGES].reshape(N_TRAIN, -1)[:N_TRAIN - N_VAL]
     expected = torch.from_numpy(images.astype(np.float64) / 255)
     assert torch.allclose(mean.double(), expected.mean(0), atol=1e-6)
 
@@ -334,5 +354,6 @@ def test_real_mnist_registry(mnist_dir: Path) -> None:
         assert sha256_array(array) == expected, name
     assert shapes[fetch.TRAIN_IMAGES] == (60000, 28, 28) and shapes[fetch.TEST_LABELS] == (10000,)
     d = load_mnist(mnist_dir, train_size=100, sources=("local",))
-    assert d.train_x.shape == (100, 784) and d.test_x.shape == (10000, 784)
+    assert d.train_x.shape == (100, 784) and d.val_x.shape == (10000, 784) and d.test_x.shape == (10000, 784)
+    assert d.val_y[:5].tolist() == [3, 8, 6, 9, 6]  # image 50 000 on: mnist.pkl.gz's validation set
     assert d.train_y[:5].tolist() == [5, 0, 4, 1, 9]

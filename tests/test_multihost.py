@@ -29,7 +29,8 @@ pytestmark = pytest.mark.postgres
 
 N_TRIALS = 4
 TRIAL_FLAGS = ["--epochs", "2", "--batch-size", "64", "--hidden-dim", "32", "--latent-dim", "16",
-               "--train-size", "512", "--test-size", "256", "--sampler-chains", "32", "--log-z-betas", "20",
+               "--train-size", "512", "--validation-size", "256", "--test-size", "256",
+               "--sampler-chains", "32", "--log-z-betas", "20",
                "--log-z-chains", "16", "--generate-sweeps", "10", "--device", "cpu", "--fid-samples", "0",
                "--visible-min", "4", "--visible-step", "4", "--dist-beta-min", "5", "--dist-beta-max", "15",
                "--kl-beta-min", "1e-4", "--kl-beta-max", "1e-2", "--no-progress"]

@@ -19,7 +19,7 @@ from qvae.models.gaussian import GaussianVAE
 from qvae.tracking.job import run_main_job
 
 TINY = dict(epochs=2, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8, train_size=1000,
-            test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8,
+            validation_size=100, test_size=100, lr=3e-3, kl_beta=1.0, sampler_chains=16, log_z_betas=10, log_z_chains=8,
             generate_sweeps=15, device="cpu")
 SCORES = dict(nll_samples=40, nll_ais_chains=16, nll_ais_betas=20, probe_epochs=3)
 
@@ -73,7 +73,8 @@ def test_evaluate_command_scores_a_logged_model(runs, mnist_dir, inception_cache
     assert m["test_nll"] == pytest.approx(logged, abs=1e-6)
     # ... and what the library computes on the loaded model directly
     model = qvae.load_generator(runs["boltzmann"].model_uri, device="cpu").model
-    direct = iw_test_nll(model, load_mnist(mnist_dir, test_size=100).test_x, samples=40, ais_chains=16, ais_betas=20)
+    direct = iw_test_nll(model, load_mnist(mnist_dir, validation_size=100, test_size=100).test_x,
+                         samples=40, ais_chains=16, ais_betas=20)
     assert m["test_nll"] == pytest.approx(direct.nll, abs=1e-6)
     assert "test_nll" in printed and "latent_accuracy" in printed and "FID (20 images)" in printed
 
@@ -85,7 +86,7 @@ def test_evaluate_command_rejects_bad_settings(runs, capsys):
 
 
 def test_job_options_name_the_parameter_and_range():
-    config = Config(test_size=500)
+    config = Config(validation_size=500, test_size=500)
     with pytest.raises(ConfigError, match=r"nll_images must be 0 \(all\) or in 2\.\.500"):
         JobOptions(fid_samples=0, nll_images=501).validate(config)
     with pytest.raises(ConfigError, match=r"nll_samples must be an integer in 0\.\.1000000; 0 skips"):

@@ -7,7 +7,7 @@ from qvae.config import Config
 from qvae.train import StopTraining, load_checkpoint, train
 
 SMALL = dict(hidden_dim=128, latent_dim=32, num_visible=16, num_hidden=16, batch_size=64,
-             train_size=1024, test_size=256, device="cpu", sampler_chains=64, log_z_betas=50,
+             train_size=1024, validation_size=256, test_size=256, device="cpu", sampler_chains=64, log_z_betas=50,
              log_z_chains=32)
 
 

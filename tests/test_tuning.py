@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -9,7 +11,9 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -22,7 +26,7 @@ from tuning.space import SearchSpace
 from tuning.study import StudySettings, open_study, redact, run_study
 
 BASE = dict(epochs=3, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8,
-            train_size=300, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,
+            train_size=300, validation_size=200, test_size=200, sampler_chains=32, log_z_betas=20, log_z_chains=16,
             generate_sweeps=10, device="cpu")
 SPACE = SearchSpace(latent_total=16, visible_min=4, visible_step=4, dist_beta_min=5, dist_beta_max=15,
                     kl_beta_min=1e-4, kl_beta_max=1e-2, lr_min=1e-5, lr_max=1e-2)
@@ -96,6 +100,11 @@ def test_pruned_trials_are_recorded_as_pruned_not_failed(first_study, store):
     assert int(child.data.tags["optuna.pruned_at_epoch"]) < BASE["epochs"]
     assert len(MlflowClient().get_metric_history(child.info.run_id, "val_elbo")) == int(
         child.data.tags["optuna.pruned_at_epoch"])
+    parent_id = child.data.tags["mlflow.parentRunId"]
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent_id, artifact_path="trials.csv"))
+    assert table["value_is"].tolist()[:2] == ["val_neg_elbo"] * 2  # what a pruned trial's value measures:
+    pruned_at = child.data.tags["optuna.pruned_at_epoch"]
+    assert table["value_is"].tolist()[2] == f"val_neg_elbo at epoch {pruned_at} (pruned)"
 
 
 def test_parent_run_has_study_plots_and_trial_table(first_study, tmp_path):
@@ -115,6 +124,13 @@ def test_champion_is_the_best_trial_and_is_not_registered_twice(first_study):
     assert float(champion.tags["objective_value"]) == pytest.approx(study.best_value)
     again = register_champion(study, "qvae-mnist", objective="val_neg_elbo")
     assert not again.created and again.version.version == champion.version
+    # scored on the test split once, after the study: on its run, the parent run and the version
+    run = client.get_run(champion.tags["run_id"])
+    assert run.data.tags["qvae.test_scored"] == "true" and "test_elbo" in run.data.metrics
+    assert float(champion.tags["test_elbo"]) == pytest.approx(run.data.metrics["test_elbo"], rel=1e-5)
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics["champion_test_elbo"] == run.data.metrics["test_elbo"]
+    assert study.metric_names == ["val_neg_elbo"]
     assert len(client.search_model_versions("name='qvae-mnist'")) == 1
 
 
@@ -234,12 +250,64 @@ def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
     assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
 
 
-def test_test_nll_objective_needs_the_nll_and_uses_the_bound_for_a_quantum_prior():
+def test_val_nll_objective_needs_the_nll_and_uses_the_bound_for_a_quantum_prior():
     from tuning.objective import check_objective, objective_value
 
-    with pytest.raises(ConfigError, match="objective=test_nll needs nll_samples >= 1"):
-        check_objective("test_nll", JobOptions(nll_samples=0))
-    check_objective("test_nll", JobOptions(nll_samples=10))
-    assert objective_value("test_nll", {"test_nll": 99.0, "fid": 5.0}) == 99.0
-    assert objective_value("test_nll", {"test_nll_bound": 120.0}) == 120.0  # gamma > 0: only the bound exists
+    with pytest.raises(ConfigError, match="objective=val_nll needs nll_samples >= 1"):
+        check_objective("val_nll", JobOptions(nll_samples=0))
+    check_objective("val_nll", JobOptions(nll_samples=10))
+    assert objective_value("val_nll", {"val_nll": 99.0, "test_nll": 5.0, "fid": 5.0}) == 99.0
+    assert objective_value("val_nll", {"val_nll_bound": 120.0}) == 120.0  # gamma > 0: only the bound exists
+    assert objective_value("val_fid", {"val_fid": 40.0, "fid": 5.0}) == 40.0
     assert objective_value("val_neg_elbo", {"val_q_elbo": -130.0, "val_elbo_unnormalized": -20.0}) == 130.0
+
+
+@pytest.mark.parametrize("retired,successor", [("fid", "val_fid"), ("test_nll", "val_nll")])
+def test_objectives_that_chose_on_test_images_are_refused_with_their_successor(retired, successor):
+    from tuning.objective import check_objective
+
+    with pytest.raises(ConfigError, match=f"{retired!r} chose on the test images.*use {successor}"):
+        check_objective(retired, JobOptions(nll_samples=10))
+
+
+def test_a_study_never_reads_a_test_image_before_the_champions_final_scores(store, mnist_dir, monkeypatch):
+    """The same study twice, once with every test image NaN: identical trial values (no trial, objective
+    or pruner read a test image), and only the champion's final scores, after the study, differ."""
+    import tuning.study
+    from qvae.data.mnist import load_mnist_for
+
+    config = Config(**{**BASE, "epochs": 2}, data_dir=str(mnist_dir))
+    options = JobOptions(fid_samples=0, nll_samples=8, nll_images=50, nll_ais_chains=8, nll_ais_betas=10,
+                         tsne_interval=1, tsne_points=20, tsne_final_points=20, progress=False)
+
+    def poisoned(config):
+        data = load_mnist_for(config)
+        return dataclasses.replace(data, test_x=torch.full_like(data.test_x, float("nan")))
+
+    studies = {}
+    for name in ("honest-real", "honest-poisoned"):
+        if name.endswith("poisoned"):
+            monkeypatch.setattr(tuning.study, "load_mnist_for", poisoned)
+        s = settings(store, name, objective="val_nll", n_trials=2, workers=1, register_model="", pruner="none")
+        study = open_study(s)
+        study.enqueue_trial(GOOD)
+        study.enqueue_trial({**GOOD, "kl_beta": 1e-2})
+        studies[name] = run_study(s, config, SPACE, options)
+    real, poisoned_study = studies["honest-real"], studies["honest-poisoned"]
+    assert [t.value for t in real.trials] == [t.value for t in poisoned_study.trials]  # bit for bit
+    assert real.metric_names == ["val_nll"]
+    client = MlflowClient()
+    for honest, poisoned_trial in zip(real.trials, poisoned_study.trials):  # every logged number, not only the value
+        a, b = (client.get_run(t.user_attrs[RUN_ID_ATTR]).data.metrics for t in (honest, poisoned_trial))
+        untouched = lambda m: {k: v for k, v in m.items() if not k.startswith("test_") and k != "epoch_seconds"}  # noqa: E731
+        assert untouched(a) == untouched(b)
+    for study, finite in ((real, True), (poisoned_study, False)):
+        for trial in study.trials:
+            metrics = client.get_run(trial.user_attrs[RUN_ID_ATTR]).data.metrics
+            assert metrics["val_nll"] == trial.value
+            tested = sorted(k for k in metrics if k.startswith("test_"))
+            if trial.number == study.best_trial.number:  # the champion: scored on test once, after the study
+                assert "test_elbo" in tested and "test_nll" in tested
+                assert math.isfinite(metrics["test_nll"]) is finite
+            else:
+                assert tested == []

@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = StudySettings(**picked_flags(args, "study_"))
         settings.validate()
         options = JobOptions(**{**TRIAL_DEFAULTS, **picked_flags(args, "job_")}, progress=not args.no_progress)
-        options.validate(config)
+        options.validate(config, "validation")  # what the trials score
+        options.validate(config, "test")  # the champion, once
         check_objective(settings.objective, options)
         check_memory(config, resolve_device(config.device).type, options.score_settings(), tracked=True)
     except ConfigError as err:

@@ -1,7 +1,13 @@
-"""The objective of one trial: train a QVAE in an MLflow child run and return its score.
+"""The objective of one trial: train a QVAE in an MLflow child run and return its validation score.
 
-Each epoch reports the validation negative ELBO to Optuna, so a pruner can stop a poor trial
-early; a pruned trial keeps its child run (marked pruned, not failed). Invalid trials (a config
+Every objective reads the validation split only (val_fid: FID against validation images, with
+their own cached statistics; val_neg_elbo: the chosen epoch's validation -ELBO; val_nll: the
+importance-weighted NLL of validation images): a trial never reads a test image. The study's
+champion is scored on the test split once, after the study (tuning/champion.py).
+
+Each epoch reports the validation negative ELBO to Optuna (`PRUNING_QUANTITY`), so a pruner can
+stop a poor trial early; a pruned trial keeps its child run (marked pruned, not failed), and its
+value in Optuna is that -ELBO, not the objective (trials.csv says which). Invalid trials (a config
 that cannot be built, a diverging loss) fail with the reason recorded on the trial and the run,
 and the study goes on.
 """
@@ -23,7 +29,9 @@ from qvae.tracking.store import store_write
 from qvae.train import DivergenceError, EpochReport, StopTraining, elbo_key
 from tuning.space import SearchSpace
 
-OBJECTIVES = ("fid", "val_neg_elbo", "test_nll")
+OBJECTIVES = ("val_fid", "val_neg_elbo", "val_nll")
+RETIRED_OBJECTIVES = {"fid": "val_fid", "test_nll": "val_nll"}  # they chose on the test images
+PRUNING_QUANTITY = "val_neg_elbo"  # what every trial reports per epoch (what a pruned trial's value is)
 RUN_ID_ATTR = "mlflow_run_id"
 MODEL_URI_ATTR = "model_uri"
 WORKER_ATTR = "worker"  # host:pid of the process running the trial (to fail it if that process dies)
@@ -36,24 +44,28 @@ def negative_elbo(metrics: dict[str, float]) -> float:
 
 
 def objective_value(objective: str, metrics: dict[str, float]) -> float:
-    """The number a trial minimises: FID, the validation negative ELBO, or the test NLL (for a
-    quantum prior its upper bound `test_nll_bound`, the only tractable likelihood figure)."""
-    if objective == "fid":
-        return metrics["fid"]
-    if objective == "test_nll":
-        return metrics["test_nll"] if "test_nll" in metrics else metrics["test_nll_bound"]
+    """The number a trial minimises, from its chosen (best-on-validation) checkpoint's metrics: the
+    validation FID, the validation negative ELBO, or the validation NLL (for a quantum prior its
+    upper bound `val_nll_bound`, the only tractable likelihood figure)."""
+    if objective == "val_fid":
+        return metrics["val_fid"]
+    if objective == "val_nll":
+        return metrics["val_nll"] if "val_nll" in metrics else metrics["val_nll_bound"]
     return negative_elbo(metrics)
 
 
 def check_objective(objective: str, options: JobOptions) -> None:
-    """The objective exists, and FID has images to compare."""
+    """The objective exists, and FID or NLL have samples to compute."""
+    if objective in RETIRED_OBJECTIVES:
+        raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}: {objective!r} chose on the test "
+                          f"images, which only the final scores read; use {RETIRED_OBJECTIVES[objective]}")
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    if objective == "test_nll" and options.nll_samples < 1:
-        raise ConfigError(f"objective=test_nll needs nll_samples >= 1 (importance samples per test image), "
+    if objective == "val_nll" and options.nll_samples < 1:
+        raise ConfigError(f"objective=val_nll needs nll_samples >= 1 (importance samples per validation image), "
                           f"got {options.nll_samples}")
-    if objective == "fid" and options.fid_samples < 2:
-        raise ConfigError(f"objective=fid needs fid_samples >= 2, got {options.fid_samples}")
+    if objective == "val_fid" and options.fid_samples < 2:
+        raise ConfigError(f"objective=val_fid needs fid_samples >= 2, got {options.fid_samples}")
 
 
 class PruningCallback:
@@ -79,7 +91,7 @@ class Objective:
     """Callable for `study.optimize`: one trial = one MLflow child run of `parent_run_id`."""
 
     def __init__(self, base: Config, space: SearchSpace, options: JobOptions, parent_run_id: str,
-                 objective: str = "fid", data: MnistData | None = None, study_name: str = "") -> None:
+                 objective: str = "val_fid", data: MnistData | None = None, study_name: str = "") -> None:
         check_objective(objective, options)
         self.base, self.space, self.options = base, space, options
         self.parent_run_id, self.objective, self.data, self.study_name = parent_run_id, objective, data, study_name
@@ -97,7 +109,8 @@ class Objective:
         pruning = PruningCallback(trial)
         try:
             result = run_main_job(config, options, parent_run_id=self.parent_run_id, callbacks=[pruning],
-                                  data=self.data, on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id))
+                                  data=self.data, on_run_start=lambda run_id: trial.set_user_attr(RUN_ID_ATTR, run_id),
+                                  score_split="validation")
         except (DivergenceError, ConfigError) as err:  # the trial fails with its reason; the study goes on
             self._record_failure(trial, str(err))
             raise

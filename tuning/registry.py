@@ -32,17 +32,24 @@ class Registration:
     previous_champion: str | None
 
 
-def register_champion(study: optuna.Study, name: str, alias: str = "champion", objective: str = "fid",
-                      client: MlflowClient | None = None) -> Registration | None:
-    """Register the best completed trial's model; point `alias` at it if it beats the holder."""
-    client = client or MlflowClient()
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best completed trial with a logged model and a finite value (None: there is none)."""
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs.get(MODEL_URI_ATTR)
                 and t.value is not None and math.isfinite(t.value)]
     if not complete:
+        return None
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    return min(complete, key=lambda t: t.value) if minimize else max(complete, key=lambda t: t.value)
+
+
+def register_champion(study: optuna.Study, name: str, alias: str = "champion", objective: str = "val_fid",
+                      client: MlflowClient | None = None) -> Registration | None:
+    """Register the best completed trial's model; point `alias` at it if it beats the holder."""
+    client = client or MlflowClient()
+    best = best_trial(study)
+    if best is None:
         log.warning("no completed trial in study %s: nothing to register", study.study_name)
         return None
-    best = min(complete, key=lambda t: t.value) if study.direction == optuna.study.StudyDirection.MINIMIZE \
-        else max(complete, key=lambda t: t.value)
     version, created = _version_for_trial(client, name, study.study_name, best, objective)
     previous = _current_holder(client, name, alias)
     moved = False

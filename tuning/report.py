@@ -16,7 +16,7 @@ import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from qvae.tracking.store import store_write  # noqa: E402
-from tuning.objective import RUN_ID_ATTR  # noqa: E402
+from tuning.objective import PRUNING_QUANTITY, RUN_ID_ATTR  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,24 @@ PLOTS = {
 }
 
 
-def log_study_report(study: optuna.Study) -> None:
-    """trials.csv, the study plots (PNG) and the best trial's summary on the active run."""
+def value_is(trial: optuna.trial.FrozenTrial, objective: str) -> str:
+    """What a trial's value measures: the objective for a complete trial; for a pruned one the
+    per-epoch quantity the pruner watched, at the epoch it stopped (Optuna stores that as its value)."""
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        return f"{PRUNING_QUANTITY} at epoch {max(trial.intermediate_values)} (pruned)"
+    return objective if trial.state == TrialState.COMPLETE else ""
+
+
+def log_study_report(study: optuna.Study, objective: str) -> None:
+    """trials.csv (with `value_is`: what each value measures), the study plots (PNG) and the best
+    trial's summary on the active run."""
     with tempfile.TemporaryDirectory(prefix="qvae-study-") as tmp:
         table = Path(tmp) / "trials.csv"
         frame = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs", "duration",
                                               "datetime_start", "datetime_complete"))
+        if len(frame):
+            by_number = {t.number: t for t in study.trials}
+            frame.insert(2, "value_is", [value_is(by_number[n], objective) for n in frame["number"]])
         frame.to_csv(table, index=False)
         store_write(mlflow.log_artifact, str(table))
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
@@ -47,7 +59,12 @@ def log_study_report(study: optuna.Study) -> None:
             except (ValueError, RuntimeError, ZeroDivisionError) as err:
                 log.warning("study plot %s skipped: %s", name, err)
                 continue
-            figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+            first = axes.flat[0] if hasattr(axes, "flat") else axes
+            if name == "intermediate_values.png":
+                first.set_ylabel(f"{PRUNING_QUANTITY} (nats), what the pruner compares")
+            elif name == "optimization_history.png":  # complete trials only: their values are the objective
+                first.set_ylabel(objective)
+            figure = first.figure
             figure.set_size_inches(9, 5.5)
             figure.tight_layout()
             figure.savefig(Path(tmp) / name, dpi=110)

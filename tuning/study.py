@@ -82,11 +82,12 @@ class StudySettings:
     storage: str = setting("", f"an Optuna storage URL (\"\": ${STORAGE_ENV}, else the journal file "
                            f"{DEFAULT_JOURNAL}); never a password under `mlflow run`")
     optuna_sampler: str = setting("tpe", "seeded with the config's seed (+ the worker's index)", choices=SAMPLERS)
-    pruner: str = setting("median", "stops poor trials early on their validation -ELBO", choices=PRUNERS)
+    pruner: str = setting("median", "stops poor trials early on their per-epoch validation -ELBO", choices=PRUNERS)
     n_trials: int = setting(20, "the study's total: a resumed study runs only the missing ones", low=1)
     timeout: float = setting(0.0, "seconds per worker", low=0.0, note="0: no limit")
     workers: int = setting(1, "worker processes on this machine", low=1)
-    objective: str = setting("fid", "what a trial minimises (test_nll needs nll_samples >= 1)", choices=OBJECTIVES)
+    objective: str = setting("val_fid", "what a trial minimises, on validation images (val_nll needs nll_samples >= 1)",
+                             choices=OBJECTIVES)
     register_model: str = setting(DEFAULT_REGISTERED_MODEL, "register the best trial's model under this name "
                                   "(\"\": do not)")
     alias: str = setting("champion", "the registered model's alias for the best trial")
@@ -248,6 +249,10 @@ def open_study_and_storage(settings: StudySettings, seed: int = 0,
             study = optuna.create_study(storage=storage, study_name=settings.study_name,
                                         sampler=make_sampler(settings, seed, worker), pruner=make_pruner(settings),
                                         direction="minimize", load_if_exists=True)
+            if study.metric_names != [settings.objective]:  # what dashboards show instead of "Objective 0"
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    study.set_metric_names([settings.objective])
             return study, storage
 
     # another process may create the tables or the study between check and insert
@@ -313,7 +318,8 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
 
     settings.validate()
     space.validate()
-    options.validate(config)
+    options.validate(config, "validation")  # what the trials score
+    options.validate(config, "test")  # the champion, once
     check_objective(settings.objective, options)
     prepare_store()  # the tracking store exists (or its server answers) before any worker starts
     study, storage = open_study_and_storage(settings, config.seed)  # created once, before any worker starts
@@ -351,12 +357,34 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
         finally:
             flush_pending_writes()
             study = open_study(settings)
-            log_study_report(study)
+            log_study_report(study, settings.objective)
+            test_scores = {} if interrupted else champion_test_scores(study, config, options)
             if settings.register_model:
-                register_champion(study, settings.register_model, settings.alias, settings.objective)
+                registration = register_champion(study, settings.register_model, settings.alias, settings.objective)
+                if registration is not None and test_scores:
+                    tag_version_with_scores(registration, test_scores)
         if interrupted:
             store_write(mlflow.end_run, "KILLED")  # a person stopped the study
     return study
+
+
+def champion_test_scores(study: optuna.Study, config: Config, options: JobOptions) -> dict[str, float]:
+    """The best trial's test scores (computed once; see tuning/champion.py), also logged on the
+    study's parent run as `champion_*`. Skipped after an interrupt: a person asked to stop."""
+    from tuning.champion import score_champion
+
+    scores = score_champion(study, load_mnist_for(config), options.score_settings(), seed=config.seed,
+                            progress=options.progress)
+    if scores:
+        store_write(mlflow.log_metrics, {f"champion_{k}": v for k, v in scores.items()})
+    return scores
+
+
+def tag_version_with_scores(registration: Any, scores: dict[str, float]) -> None:
+    client = mlflow.MlflowClient()
+    version = registration.version
+    for name, value in sorted(scores.items()):
+        store_write(client.set_model_version_tag, version.name, version.version, name, f"{value:.6g}")
 
 
 def run_worker_processes(spec: WorkerSpec, shares: list[int]) -> list[int]:

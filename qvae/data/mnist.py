@@ -1,4 +1,4 @@
-"""MNIST as tensors: the splits, batches on the training device, binarisation.
+"""MNIST as tensors: the train / validation / test splits, batches on the training device, binarisation.
 
 ``load_mnist`` reads the verified raw files (see ``qvae.data.fetch``) with numpy into flat float
 tensors; ``batches`` iterates over tensors already on the training device without a DataLoader.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from qvae.config import BINARIZE_MODES, Config
+from qvae.config import BINARIZE_MODES, VALIDATION_SIZE, Config
 from qvae.data.fetch import (
     MNIST_SOURCES,
     RAW_MD5,
@@ -28,22 +28,36 @@ from qvae.data.fetch import (
     read_idx,
 )
 
+EVALUATION_BINARIZATION_SEED = 12345  # binarised models are evaluated on one fixed Bernoulli sample
+
 
 @dataclass(frozen=True)
 class MnistData:
-    """Flattened MNIST splits on one device.
+    """MNIST's three splits, flattened to N×784 float32 grey levels in [0, 1], labels int64.
 
-    ``*_x`` are N×784 float32; intensities in [0, 1] for ``binarize`` "none" and "dynamic"
-    (the training loop calls ``binarize_batch`` per batch), values in {0, 1} for "static".
-    ``*_y`` are int64 labels.
+    train: the first training-file images (what the model learns from); validation: the last
+    ``validation_size`` training-file images (everything that chooses: the best checkpoint, pruning,
+    tuning objectives, pictures); test: the test file (read once, by the final scores).
+    Pixels stay grey here whatever the model's ``binarize``: see ``model_inputs``.
     """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
     source: MnistSource
-    binarize: str = "none"
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of "train", "validation" or "test"."""
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        prefix = {"train": "train", "validation": "val", "test": "test"}[name]
+        return getattr(self, f"{prefix}_x"), getattr(self, f"{prefix}_y")
+
+
+SPLITS = ("train", "validation", "test")
 
 
 # --------------------------------------------------------------------------- tensors
@@ -53,39 +67,50 @@ def load_mnist(
     data_dir: str | os.PathLike[str],
     *,
     train_size: int | None = None,
+    validation_size: int = VALIDATION_SIZE,
     test_size: int | None = None,
-    binarize: str = "none",
-    seed: int = 0,
     device: str | torch.device = "cpu",
     sources: Sequence[str] = MNIST_SOURCES,
     expected_md5: Mapping[str, str] = RAW_MD5,
 ) -> MnistData:
-    """MNIST as flat float tensors on ``device`` (see ``MnistData``), fetched if needed.
+    """MNIST's train / validation / test splits (see ``MnistData``) on ``device``, fetched if needed.
 
-    ``train_size`` / ``test_size`` keep the first images in file order. Pixels are
-    uint8 / 255, as torchvision's ``ToTensor``. ``binarize="static"`` samples the whole
-    splits once from a generator seeded by ``seed`` (before subsetting, so a seed gives one
-    binary dataset whatever the sizes); "dynamic" leaves that to ``binarize_batch``.
+    The training file's last ``validation_size`` images are the validation split, its first ones
+    the training split; ``train_size`` / ``test_size`` keep the first images of those in file
+    order (None: all). Pixels are uint8 / 255, as torchvision's ``ToTensor``.
     """
-    if binarize not in BINARIZE_MODES:
-        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}")
     source = ensure_mnist(data_dir, sources=sources, expected_md5=expected_md5)
-    train_x, train_y = _read_split(source.raw_dir, TRAIN_IMAGES, TRAIN_LABELS)
+    file_x, file_y = _read_split(source.raw_dir, TRAIN_IMAGES, TRAIN_LABELS)
     test_x, test_y = _read_split(source.raw_dir, TEST_IMAGES, TEST_LABELS)
-    n_train = _check_size("train_size", train_size, len(train_y))
+    n_val = _check_size("validation_size", validation_size, len(file_y) - 1)
+    n_train = _check_size("train_size", train_size, len(file_y) - n_val)
     n_test = _check_size("test_size", test_size, len(test_y))
-    if binarize == "static":
-        generator = torch.Generator().manual_seed(seed)
-        train_x = torch.bernoulli(train_x, generator=generator)
-        test_x = torch.bernoulli(test_x, generator=generator)
+    first_val = len(file_y) - n_val
     return MnistData(
-        train_x=train_x[:n_train].to(device),
-        train_y=train_y[:n_train].to(device),
+        train_x=file_x[:n_train].to(device),
+        train_y=file_y[:n_train].to(device),
+        val_x=file_x[first_val:].to(device),
+        val_y=file_y[first_val:].to(device),
         test_x=test_x[:n_test].to(device),
         test_y=test_y[:n_test].to(device),
         source=source,
-        binarize=binarize,
     )
+
+
+def model_inputs(x: torch.Tensor, binarize: str, seed: int = EVALUATION_BINARIZATION_SEED) -> torch.Tensor:
+    """Images in the form a model trained with ``binarize`` reads them: the one rule for every
+    evaluation (validation ELBO, NLL, latent probe, t-SNE, reconstructions).
+
+    "none": the grey levels; "static" and "dynamic": one fixed Bernoulli sample of the grey levels,
+    drawn from a generator seeded by ``seed`` (a static model's training images are this sample with
+    the run's seed). Images compared with generated ones (FID, the grids) stay grey: a decoder's
+    mean is a probability of ink, which the grey level estimates.
+    """
+    if binarize not in BINARIZE_MODES:
+        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}")
+    if binarize == "none":
+        return x
+    return binarize_batch(x, torch.Generator(device=x.device).manual_seed(seed))
 
 
 def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
@@ -103,9 +128,9 @@ def check_data_dir(data_dir: str | os.PathLike[str]) -> None:
 
 
 def load_mnist_for(config: "Config", device: str | torch.device = "cpu") -> MnistData:
-    """The MNIST splits a config asks for (its data_dir, sizes with 0 = all, binarisation, seed)."""
-    return load_mnist(config.data_dir, train_size=config.train_size or None, test_size=config.test_size or None,
-                      binarize=config.binarize, seed=config.seed, device=device)
+    """The MNIST splits a config asks for (its data_dir and split sizes, 0 = all)."""
+    return load_mnist(config.data_dir, train_size=config.train_size or None, validation_size=config.validation_size,
+                      test_size=config.test_size or None, device=device)
 
 
 def _read_split(raw_dir: Path, images_file: str, labels_file: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +148,9 @@ def _check_size(name: str, size: int | None, available: int) -> int:
     if size is None:
         return available
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= available:
-        raise ValueError(f"{name} must be an int in 1..{available} (or None for all), got {size!r}")
+        all_allowed = "" if name == "validation_size" else " (or None for all)"
+        raise ValueError(f"{name} must be an int in 1..{available}{all_allowed}"
+                         f", got {size!r}")
     return size
 
 

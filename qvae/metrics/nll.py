@@ -44,14 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from qvae.data.mnist import binarize_batch
+from qvae.data.mnist import model_inputs
 from qvae.priors.build import LatentPrior
 from qvae.priors.log_z import check_log_z_method
 
 # DVAE#'s protocol (GPU defaults)
 DEFAULT_SAMPLES, DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS = 4000, 1000, 1000
 ROWS_PER_CHUNK = 2**14  # images x samples decoded at once (about 150 MB for the default widths)
-DYNAMIC_TEST_SEED = 12345  # binarize=dynamic models are scored on one fixed binarisation
 
 
 @dataclass(frozen=True)
@@ -69,15 +68,19 @@ class NllResult:
     bound: bool  # True: an upper bound on the NLL (quantum prior), not an estimate of it
     method: str  # a one-line description of the protocol
 
+    split: str = "test"  # the images it was computed on: test (the final score) or validation (tuning)
+
     @property
     def name(self) -> str:
-        return "test_nll_bound" if self.bound else "test_nll"
+        """test_nll / val_nll, or test_nll_bound / val_nll_bound for a quantum prior."""
+        return f"{'val' if self.split == 'validation' else 'test'}_nll" + ("_bound" if self.bound else "")
 
     def metrics(self) -> dict[str, float]:
-        """`test_nll` (or `test_nll_bound`), its `_stderr`, and log Z when there is one."""
+        """`<name>`, its `_stderr`, and the log Z it used with that estimate's standard error
+        (`<name>_log_z`, `<name>_log_z_stderr`; 0 when exact) when the prior has one."""
         out = {self.name: self.nll, f"{self.name}_stderr": self.stderr}
         if self.log_z is not None:
-            out.update(test_nll_log_z=self.log_z, test_nll_log_z_stderr=self.log_z_stderr)
+            out.update({f"{self.name}_log_z": self.log_z, f"{self.name}_log_z_stderr": self.log_z_stderr})
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -143,19 +146,12 @@ def log_likelihoods(model: Any, x: Tensor, samples: int, log_z: float | None,
     return torch.cat(out)
 
 
-def test_data(model: Any, x: Tensor) -> Tensor:
-    """The test images as the model's likelihood sees them (one fixed binarisation for dynamic)."""
-    if getattr(model.config, "binarize", "none") == "dynamic":
-        gen = torch.Generator(device=x.device).manual_seed(DYNAMIC_TEST_SEED)
-        return binarize_batch(x, gen)
-    return x
-
-
 @torch.no_grad()
 def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chains: int = DEFAULT_AIS_CHAINS,
              ais_betas: int = DEFAULT_AIS_BETAS, seed: int = 0, log_z_method: str = "auto",
-             progress: bool = False) -> NllResult:
-    """The importance-weighted NLL of `model` on the test images `x` (moved to the model's device).
+             progress: bool = False, split: str = "test") -> NllResult:
+    """The importance-weighted NLL of `model` on the grey images `x` of `split` (moved to the model's
+    device and, for a binarised model, binarised by `model_inputs`' fixed rule).
 
     `samples` is K; `ais_*` set the AIS log Z estimate when the prior is too large to enumerate.
     Deterministic given `seed` on one device.
@@ -165,7 +161,7 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
     was_training = model.training
     model.eval()
     device = model.train_bias.device
-    x = test_data(model, x.to(device))
+    x = model_inputs(x.to(device), getattr(model.config, "binarize", "none"))
     generator = torch.Generator(device=device).manual_seed(seed)
     prior: LatentPrior = model.latent_prior
     if prior.needs_log_z:
@@ -179,12 +175,11 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
     name = prior.log_z_symbol
     log_z_text = ("" if how == "none" else f", exact {name}" if how == "exact"
                   else f", AIS {name} ({how}, {ais_chains} chains x {ais_betas} betas)")
-    method = (f"importance-weighted, K={samples} per image on {len(x)} test images{log_z_text}"
+    method = (f"importance-weighted, K={samples} per image on {len(x)} {split} images{log_z_text}"
               + ("; upper bound: log p(z) >= -E(z) - log Z_gamma" if bound else ""))
     return NllResult(nll=-ll.mean().item(), stderr=math.sqrt(se_images**2 + log_z_err**2), stderr_images=se_images,
                      samples=samples, images=len(x), log_z=log_z, log_z_stderr=log_z_err, log_z_method=how,
-                     bound=bound, method=method)
+                     bound=bound, method=method, split=split)
 
 
 test_nll.__test__ = False  # type: ignore[attr-defined]  # not a pytest test when imported into one
-test_data.__test__ = False  # type: ignore[attr-defined]

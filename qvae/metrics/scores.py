@@ -1,13 +1,19 @@
-"""The final scores of a trained model: FID/KID, test NLL and latent-probe accuracy.
+"""The final scores of a trained model on one split: FID/KID, ELBO, NLL, latent probe, class coverage.
 
 One place that turns a model and MNIST into the numbers the main job logs, `qvae evaluate`
-prints and `benchmarks/compare.py` tabulates, so all three measure the same thing the same way:
+prints and `benchmarks/compare.py` tabulates, so all three measure the same thing the same way.
+On the test split (the main job's final scores, read once, of the chosen checkpoint):
 
-    fid, fid_64, kid, kid_std    generated images of request seed 0 vs the first fid_samples test images
-    test_nll (+ _stderr)         importance-weighted -log p(x) in nats (nll.py); test_nll_bound for gamma > 0
-    latent_accuracy              test accuracy of an MLP trained on the encoder's features (probe.py)
+    fid, fid_64, kid, kid_std     generated images of request seed 0 vs the first fid_samples test images
+    test_elbo (+ test_kl, ...)    the ELBO terms averaged over the test images (log Z completes the KL)
+    test_nll (+ _stderr, _log_z_stderr)  importance-weighted -log p(x) in nats (nll.py); test_nll_bound for gamma > 0
+    latent_accuracy               test accuracy of an MLP trained on the encoder's features (probe.py)
+    class_entropy, class_confidence  which digits the FID samples are (classes.py)
 
-How much of each to do is a `ScoreSettings` (declared with the other settings in qvae.config).
+On the validation split (a tuning trial's scores, which choose) the same numbers are named
+`val_fid`, `val_fid_64`, `val_kid`, `val_nll`, `val_latent_accuracy`, ... (`split_name`).
+Encoders read images in the form the model was trained on (`model_inputs`); FID compares grey
+real images with the decoder's means. How much of each to do is a `ScoreSettings`.
 """
 
 from __future__ import annotations
@@ -18,36 +24,76 @@ from typing import Any
 import torch
 
 from qvae.config import ScoreSettings
+from qvae.data.mnist import MnistData, model_inputs
 from qvae.metrics.nll import NllResult, test_nll
 from qvae.metrics.probe import ProbeResult, latent_probe
 from qvae.models.qvae import image_seeds
 
-__all__ = ["ScoreSettings", "fid_scores", "final_scores", "nll_score", "probe_score", "score_details"]
+__all__ = ["ScoreSettings", "elbo_scores", "fid_scores", "final_scores", "nll_score",
+           "probe_score", "score_details", "split_name"]
+TEST_NAMES = ("fid", "fid_64", "kid", "kid_std", "fid_samples", "latent_accuracy", "class_entropy", "class_confidence")
 
 
-def fid_scores(model: Any, test_x: torch.Tensor, settings: ScoreSettings, progress: bool = False,
+def split_name(name: str, split: str) -> str:
+    """A score's metric name on `split`: test keeps the established names (fid, test_nll, ...);
+    validation prefixes `val_` (val_fid, val_nll, ...)."""
+    if split == "test":
+        return name if name in TEST_NAMES or name.startswith("test_") else f"test_{name}"
+    return "val_" + name.removeprefix("test_")
+
+
+def fid_scores(model: Any, real_x: torch.Tensor, settings: ScoreSettings, progress: bool = False,
                cache_dir: str | None = None) -> dict[str, float]:
-    """FID (2048 and 64 features) and KID of request seed 0's images against the first test images."""
+    """FID (2048 and 64 features) and KID of request seed 0's images against the first real images
+    (grey levels: each split's real statistics are cached apart, keyed by the images)."""
     from qvae.metrics.fid import compute_fid
 
     device = model.train_bias.device
     n = settings.fid_samples
     generated = model.generate_from_seeds(image_seeds(0, n))  # = request seed 0 of the logged model
-    scores = compute_fid(generated, test_x[:n].to(device), device=device, batch_size=settings.fid_batch_size,
+    scores = compute_fid(generated, real_x[:n].to(device), device=device, batch_size=settings.fid_batch_size,
                          cache_dir=cache_dir, progress=progress)
     return {k: float(v) for k, v in scores.items()}
 
 
-def nll_score(model: Any, test_x: torch.Tensor, settings: ScoreSettings, seed: int = 0,
-              progress: bool = False) -> NllResult:
-    x = test_x[:settings.nll_images] if settings.nll_images else test_x
+def elbo_scores(model: Any, x: torch.Tensor, split: str = "test", seed: int = 0,
+                batch_size: int = 500) -> dict[str, float]:
+    """The ELBO and its terms averaged over `x` (cost, the KL and ELBO that log Z completes, log Z and
+    its standard error): the training objective's figure on held-out images, e.g. `test_elbo`."""
+    from qvae.train import evaluate
+
+    config = model.config
+    device = model.train_bias.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    terms = evaluate(model, None, model_inputs(x.to(device), config.binarize), batch_size, generator)
+    prior = model.latent_prior
+    out = {"cost": terms["cost"]}
+    if not prior.needs_log_z:  # the Gaussian's KL is exact
+        out.update(kl=terms["kl"], elbo=terms["elbo"])
+    elif config.log_z_betas:
+        log_z, log_z_stderr, _ = prior.log_z(config.log_z_chains, config.log_z_betas, generator)
+        completed = prior.complete_with_log_z(terms, log_z)
+        out.update({prior.kl_name: completed[prior.kl_name], prior.elbo_name: completed[prior.elbo_name],
+                    "log_z": log_z, "log_z_stderr": log_z_stderr})
+    else:
+        out["elbo_unnormalized"] = terms["elbo_unnormalized"]
+    return {split_name(k, split): v for k, v in out.items()}
+
+
+def nll_score(model: Any, x: torch.Tensor, settings: ScoreSettings, seed: int = 0, progress: bool = False,
+              split: str = "test") -> NllResult:
+    x = x[:settings.nll_images] if settings.nll_images else x
     return test_nll(model, x, samples=settings.nll_samples, ais_chains=settings.nll_ais_chains,
-                    ais_betas=settings.nll_ais_betas, seed=seed, progress=progress)
+                    ais_betas=settings.nll_ais_betas, seed=seed, progress=progress, split=split)
 
 
-def probe_score(model: Any, data: Any, settings: ScoreSettings, seed: int = 0, progress: bool = False) -> ProbeResult:
-    return latent_probe(model, data.train_x, data.train_y, data.test_x, data.test_y, epochs=settings.probe_epochs,
-                        seed=seed, progress=progress)
+def probe_score(model: Any, data: MnistData, settings: ScoreSettings, seed: int = 0, progress: bool = False,
+                split: str = "test") -> ProbeResult:
+    """The probe trained on the training split's features, scored on `split`'s."""
+    binarize = model.config.binarize
+    x, y = data.split(split)
+    return latent_probe(model, model_inputs(data.train_x, binarize), data.train_y, model_inputs(x, binarize), y,
+                        epochs=settings.probe_epochs, seed=seed, progress=progress)
 
 
 def score_details(scores: dict[str, Any]) -> dict[str, Any]:
@@ -60,22 +106,26 @@ def score_details(scores: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
-def final_scores(model: Any, data: Any, settings: ScoreSettings, *, seed: int = 0, progress: bool = False,
-                 cache_dir: str | None = None) -> dict[str, Any]:
-    """Every score the settings ask for: flat metrics, plus `nll` / `probe` details when computed.
+def final_scores(model: Any, data: MnistData, settings: ScoreSettings, *, split: str = "test", seed: int = 0,
+                 progress: bool = False, cache_dir: str | None = None) -> dict[str, Any]:
+    """Every score the settings ask for on `split` ("test": once, at the end; "validation": to choose),
+    as flat metrics named by `split_name`, plus `nll` / `probe` details when computed.
     `seed` drives the NLL's samples and the probe (the main job passes the config's seed);
     `cache_dir` holds the Inception weights and real-image statistics (default: the qvae cache)."""
     model.eval()
-    metrics: dict[str, float] = {}
+    x, _ = data.split(split)
+    # on validation the chosen epoch's val_elbo (per-epoch series) already is this figure
+    metrics: dict[str, float] = elbo_scores(model, x, split, seed) if split == "test" else {}
     details: dict[str, Any] = {}
     if settings.fid_samples:
-        metrics.update(fid_scores(model, data.test_x, settings, progress, cache_dir))
+        fid = fid_scores(model, x, settings, progress, cache_dir)
+        metrics.update({split_name(k, split): v for k, v in fid.items()})
     if settings.nll_samples:
-        nll = nll_score(model, data.test_x, settings, seed, progress)
+        nll = nll_score(model, x, settings, seed, progress, split)
         metrics.update(nll.metrics())
         details["nll"] = nll
     if settings.probe_epochs:
-        probe = probe_score(model, data, settings, seed, progress)
-        metrics["latent_accuracy"] = probe.accuracy
+        probe = probe_score(model, data, settings, seed, progress, split)
+        metrics[split_name("latent_accuracy", split)] = probe.accuracy
         details["probe"] = probe
     return {"metrics": metrics, **details}

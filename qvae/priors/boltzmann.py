@@ -18,6 +18,13 @@ import torch
 from torch import Tensor
 
 from qvae.config import Config
+from qvae.priors.kl_uniform import (
+    EXACT,
+    SAMPLED,
+    qbm_kl_uniform_exact,
+    rbm_kl_uniform_exact,
+    rbm_kl_uniform_sampled,
+)
 from qvae.priors.log_z import (
     qbm_ais_method,
     qbm_log_z,
@@ -75,6 +82,14 @@ class BoltzmannPrior(ABC):
               method: str = "auto") -> tuple[float, float, str]:
         """(log Z, its standard error, the method used); `method` auto | exact | ais (see log_z.py)."""
 
+    @abstractmethod
+    def kl_uniform_method(self) -> str:
+        """How `kl_to_uniform` gets its figure (kl_uniform.py): exact, log_z_plus_chain_energy or none."""
+
+    @abstractmethod
+    def kl_to_uniform(self, log_z: float, generator: torch.Generator | None = None) -> float | None:
+        """KL(p ‖ uniform) in nats (kl_uniform.py), given this prior's `log_z`; None where not tractable."""
+
 
 class RBMPrior(BoltzmannPrior):
     """p(z) = e^{-E(z)} / Z: the classical prior (Γ = 0), whatever sampler trains it."""
@@ -124,6 +139,17 @@ class RBMPrior(BoltzmannPrior):
         how = resolve_log_z_method(method, self.log_z_method(), "ais", what)
         return (*rbm_log_z(self.rbm, how, chains, betas, generator), how)
 
+    def kl_uniform_method(self) -> str:
+        return EXACT if self.log_z_method() == "exact" else SAMPLED
+
+    def kl_to_uniform(self, log_z: float, generator: torch.Generator | None = None) -> float | None:
+        """Exact where log Z is; else `log_z` and the mean energy of sampler_chains fresh Gibbs chains
+        after generate_sweeps sweeps (the training sampler's chains are not touched)."""
+        if self.kl_uniform_method() == EXACT:
+            return rbm_kl_uniform_exact(self.rbm)
+        samples = self.sample(self.config.sampler_chains, self.config.generate_sweeps, generator)
+        return rbm_kl_uniform_sampled(self.rbm, log_z, samples)
+
 
 class QBMPrior(BoltzmannPrior):
     """p(z) = <z|e^{-H}|z> / Tr e^{-H}, H = diag E(z) - Γ sum_i σ^x_i (qvae/priors/qbm.py).
@@ -168,6 +194,13 @@ class QBMPrior(BoltzmannPrior):
         what = f"{self.rbm.num_visible} + {self.rbm.num_hidden} units, gamma {self.gamma}"
         how = resolve_log_z_method(method, self.log_z_method(), qbm_ais_method(self.slices), what)
         return (*qbm_log_z(self.rbm, self.gamma, self.slices, how, chains, betas, generator), how)
+
+    def kl_uniform_method(self) -> str:
+        return EXACT if self.log_z_method() == "exact" else "none"
+
+    def kl_to_uniform(self, log_z: float, generator: torch.Generator | None = None) -> float | None:
+        """Exact from the dense spectrum for small priors; None beyond (no tractable z-marginal entropy)."""
+        return qbm_kl_uniform_exact(self.rbm, self.gamma) if self.kl_uniform_method() == EXACT else None
 
 
 def classical_sampler(config: Config) -> Sampler:

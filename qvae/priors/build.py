@@ -42,6 +42,10 @@ class LatentPrior(Protocol):
 
     def complete_with_log_z(self, terms: dict[str, float], log_z: float) -> dict[str, float]: ...
 
+    def kl_uniform_method(self) -> str: ...
+
+    def kl_to_uniform(self, log_z: float, generator: torch.Generator | None = None) -> float | None: ...
+
 
 def make_prior(config: Config, rbm: RBM | None = None) -> RBMPrior | QBMPrior | GaussianPrior:
     """The prior object of `config`; a Boltzmann prior wraps `rbm` (its parameters), the Gaussian needs none."""
@@ -55,6 +59,11 @@ def make_prior(config: Config, rbm: RBM | None = None) -> RBMPrior | QBMPrior | 
 def log_z_method(config: Config) -> str:
     """The run param `log_z_method` before any model exists: none, exact, ais or ais_trotter_P<n>."""
     return make_prior(config, _sized_rbm(config)).log_z_method()
+
+
+def kl_uniform_method(config: Config) -> str:
+    """The run param `prior_kl_uniform_method`: how the per-epoch prior_kl_uniform is obtained."""
+    return make_prior(config, _sized_rbm(config)).kl_uniform_method()
 
 
 def make_sampler(config: Config) -> Sampler | None:

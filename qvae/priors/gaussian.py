@@ -65,6 +65,12 @@ class GaussianPrior(nn.Module):
         """(0, 0, "none"): N(0, I) is normalised."""
         return 0.0, 0.0, "none"
 
+    def kl_uniform_method(self) -> str:
+        return "none"  # a density on R^n has no uniform distribution to compare with
+
+    def kl_to_uniform(self, log_z: float, generator: torch.Generator | None = None) -> float | None:
+        return None
+
     def complete_with_log_z(self, terms: dict[str, float], log_z: float) -> dict[str, float]:
         """`terms` unchanged: the model's kl and elbo are already exact."""
         return dict(terms)

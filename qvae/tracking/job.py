@@ -27,10 +27,10 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from qvae.config import Config, ConfigError, JobOptions
-from qvae.data.mnist import MnistData, load_mnist_for
-from qvae.metrics.scores import final_scores, score_details
+from qvae.data.mnist import MnistData, load_mnist_for, model_inputs
+from qvae.metrics.scores import final_scores, score_details, split_name
 from qvae.models.qvae import QVAE
-from qvae.priors.build import log_z_method
+from qvae.priors.build import kl_uniform_method, log_z_method
 from qvae.tracking.store import (
     check_resume,
     deferred_interrupts,
@@ -45,6 +45,7 @@ from qvae.train import (
     BEST_CHECKPOINT,
     DivergenceError,
     EpochReport,
+    TrainResult,
     load_checkpoint,
     resolve_device,
     train,
@@ -55,6 +56,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # qvae/: logged with the mode
 GENERATOR_FILE = PACKAGE_DIR / "tracking" / "pyfunc.py"
 MODEL_NAME = "model"
 DEFAULT_REGISTERED_MODEL = "qvae-mnist"  # the Model Registry name studies register under
+CHOSEN_CHECKPOINT = "best-on-validation"  # which weights are scored, pictured and logged as the model
 
 
 # ---------------------------------------------------------------- provenance
@@ -94,15 +96,20 @@ def git_state(path: Path = PACKAGE_DIR) -> dict[str, str]:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
+DATASET_ROLES = {"train": "training", "validation": "validation", "test": "test"}  # split -> MLflow input context
+
+
 def log_dataset(data: MnistData) -> None:
-    """The MNIST splits as MLflow dataset inputs (digest = content hash, source = raw dir)."""
+    """The three MNIST splits as MLflow dataset inputs: digest = content hash, source = raw dir,
+    context = the split's role (training; validation: chooses; test: scored once)."""
     from mlflow.data.numpy_dataset import from_numpy
     from mlflow.data.sources import LocalArtifactDatasetSource
 
     source = LocalArtifactDatasetSource(str(data.source.raw_dir))  # a plain path is ambiguous to MLflow (a warning)
-    for context, x, y in (("training", data.train_x, data.train_y), ("evaluation", data.test_x, data.test_y)):
+    for split, context in DATASET_ROLES.items():
+        x, y = data.split(split)
         dataset = from_numpy((x.cpu().numpy() * 255).round().astype(np.uint8), targets=y.cpu().numpy(),
-                             source=source, name=f"mnist-{context}")
+                             source=source, name=f"mnist-{split}")
         store_write(mlflow.log_input, dataset, context=context)
 
 
@@ -115,8 +122,8 @@ class MlflowEpochLogger:
 
         self.grid_image = grid_image
         self.options, self.workdir, self.seed = options, workdir, seed
-        n = min(options.tsne_points, len(data.test_x))
-        self.tsne_x, self.tsne_y = data.test_x[:n], data.test_y[:n].cpu().numpy()
+        n = min(options.tsne_points, len(data.val_x))  # validation images: the test split is read once, at the end
+        self.tsne_x, self.tsne_y = data.val_x[:n], data.val_y[:n].cpu().numpy()
         self.frames: list[Path] = []
         (workdir / "tsne_frames").mkdir(parents=True, exist_ok=True)
         self.previous_embedding: np.ndarray | None = None
@@ -142,7 +149,8 @@ class MlflowEpochLogger:
     def tsne_frame(self, model: QVAE, epoch: int) -> None:
         from qvae.plots import save_tsne_frame, tsne_embedding
 
-        features = model.latent_features(self.tsne_x.to(model.train_bias.device)).cpu().numpy()
+        x = model_inputs(self.tsne_x.to(model.train_bias.device), model.config.binarize)
+        features = model.latent_features(x).cpu().numpy()
         embedding = tsne_embedding(features, init=self.previous_embedding, seed=self.seed, quality="fast")
         self.previous_embedding = embedding
         path = save_tsne_frame(embedding, self.tsne_y, self.workdir / "tsne_frames" / f"epoch_{epoch:03d}.png",
@@ -160,8 +168,10 @@ def generator_signature(config: Config) -> ModelSignature:
     )
 
 
-def log_generator(model: QVAE, workdir: Path, registered_model_name: str = "") -> Any:
-    """Log the trained model as the pyfunc generator; optionally register a new version."""
+def log_generator(model: QVAE, workdir: Path, registered_model_name: str = "", best_epoch: int | None = None,
+                  epochs: int = 0) -> Any:
+    """Log the chosen model (the best-on-validation checkpoint) as the pyfunc generator, tagged as
+    such; optionally register a new version."""
     import pandas as pd
 
     from qvae.tracking.pyfunc import MODEL_FORMAT_VERSION
@@ -182,6 +192,8 @@ def log_generator(model: QVAE, workdir: Path, registered_model_name: str = "") -
             input_example=pd.DataFrame({"seed": [0, 1, 2, 3]}),
             pip_requirements=_pip_requirements(),
             registered_model_name=registered_model_name or None,
+            tags={"qvae.checkpoint": CHOSEN_CHECKPOINT, "qvae.best_epoch": str(best_epoch), "qvae.epochs": str(epochs)},
+            step=best_epoch or 0,
         )
 
 
@@ -196,21 +208,24 @@ def _pip_requirements() -> list[str]:
 @dataclass
 class JobResult:
     run_id: str
-    metrics: dict[str, float]  # the last epoch's metrics plus fid/fid_64/kid when computed
+    metrics: dict[str, float]  # the chosen epoch's metrics (the last one's if stopped early) plus the final scores
     stopped_early: bool  # a callback (e.g. an Optuna pruner) ended training
     model_uri: str | None = None  # the logged generator (None when stopped early)
 
 
 def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | None = None,
                  callbacks: Sequence[Any] = (), data: MnistData | None = None,
-                 on_run_start: Callable[[str], None] | None = None) -> JobResult:
+                 on_run_start: Callable[[str], None] | None = None, score_split: str = "test") -> JobResult:
     """Train, evaluate and log one QVAE in one MLflow run (a child run under `parent_run_id`).
+
+    The final scores read `score_split`: "test" for the main job (once, on the chosen checkpoint),
+    "validation" for a tuning trial, whose scores choose (the test split is then never read).
 
     `callbacks` run after the MLflow logger each epoch; when one stops training early, the run
     keeps its per-epoch record but skips the final evaluation and the model. `on_run_start`
     receives the run id as soon as the run exists (e.g. to store it on an Optuna trial).
     """
-    options.validate(config)  # fail before anything is downloaded, trained or recorded
+    options.validate(config, score_split)  # fail before anything is downloaded, trained or recorded
     resolve_device(config.device)  # a device this machine lacks is refused here, not inside the run
     launched_by_mlflow_run = bool(os.environ.get("MLFLOW_RUN_ID")) and parent_run_id is None
     own_experiment = options.experiment_name and not launched_by_mlflow_run and parent_run_id is None
@@ -220,7 +235,7 @@ def run_main_job(config: Config, options: JobOptions, *, parent_run_id: str | No
         check_resume(options.resume, config)
     with local_copies(options.output_dir) as workdir:
         return _start_run(config, options, workdir, parent_run_id, callbacks, data, on_run_start,
-                          launched_by_mlflow_run)
+                          launched_by_mlflow_run, score_split)
 
 
 @contextlib.contextmanager
@@ -239,7 +254,7 @@ def local_copies(output_dir: str) -> Iterator[Path]:
 
 def _start_run(config: Config, options: JobOptions, workdir: Path, parent_run_id: str | None,
                callbacks: Sequence[Any], data: MnistData | None, on_run_start: Callable[[str], None] | None,
-               launched_by_mlflow_run: bool) -> JobResult:
+               launched_by_mlflow_run: bool, score_split: str) -> JobResult:
     """Fetch what a resumed run continues from and the data, then run the job inside its MLflow run."""
     resume_from, resumed = (_fetch_resume_checkpoint(options.resume, config, workdir) if options.resume
                             else (None, None))
@@ -254,7 +269,7 @@ def _start_run(config: Config, options: JobOptions, workdir: Path, parent_run_id
             on_run_start(run.info.run_id)
         try:
             return _run_in(run, config, options, data, workdir, callbacks, launched_by_mlflow_run, resume_from,
-                           resumed)
+                           resumed, score_split)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run ends KILLED, its checkpoints stay
             store_write(mlflow.set_tag, "qvae.status", "interrupted")
             log.warning("MLflow run %s stopped; its last completed epoch's checkpoint is logged. Continue it "
@@ -292,22 +307,25 @@ def _fetch_resume_checkpoint(run_id: str, config: Config, workdir: Path) -> tupl
 
 def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, workdir: Path,
             callbacks: Sequence[Any], launched_by_mlflow_run: bool, resume_from: Path | None,
-            resumed: dict[str, Any] | None) -> JobResult:
+            resumed: dict[str, Any] | None, score_split: str) -> JobResult:
     """The main job inside its (new or reopened) MLflow run, in the order things happen:
     describe the run, train, score once, draw the pictures, log the model."""
     describe_run(run, config, options, data, launched_by_mlflow_run, resumed)
     epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
     result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
                    progress=options.progress, resume_from=resume_from)
-    metrics = dict(result.history[-1]) if result.history else {}
     if result.best_epoch is not None:
         store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
     if result.stopped_early:  # e.g. pruned: the per-epoch record stays, no final scores and no model
-        return JobResult(run.info.run_id, metrics, True)
-    scores = final_scores(result.model, data, options.score_settings(), seed=config.seed, progress=options.progress)
-    metrics.update(log_scores(scores, config, len(result.history), options, workdir))
-    log_pictures(result.model, data, result.history, epoch_logger, options, workdir)
-    model_uri = log_generator(result.model, workdir, options.register_model).model_uri
+        return JobResult(run.info.run_id, dict(result.history[-1]) if result.history else {}, True)
+    metrics = dict(result.history[(result.best_epoch or len(result.history)) - 1])  # the chosen epoch's
+    model = result.best_model()  # what is scored, pictured and logged: the best-on-validation checkpoint
+    store_write(mlflow.set_tags, {"qvae.checkpoint": CHOSEN_CHECKPOINT, "qvae.scored_split": score_split})
+    scores = final_scores(model, data, options.score_settings(), split=score_split, seed=config.seed,
+                          progress=options.progress)
+    metrics.update(log_scores(scores, config, result, options, workdir, score_split))
+    log_pictures(model, data, result.history, epoch_logger, options, workdir)
+    model_uri = log_generator(model, workdir, options.register_model, result.best_epoch, len(result.history)).model_uri
     return JobResult(run.info.run_id, metrics, False, model_uri)
 
 
@@ -327,7 +345,8 @@ def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData,
     log_new_params({**config.to_dict(), "device_used": str(resolve_device(config.device)),
                     **data.source.as_params(), **library_versions(), **git_state(),
                     **asdict(options.score_settings()), "tsne_interval": options.tsne_interval,
-                    "tsne_points": options.tsne_points, "log_z_method": log_z_method(config)})
+                    "tsne_points": options.tsne_points, "log_z_method": log_z_method(config),
+                    "prior_kl_uniform_method": kl_uniform_method(config)})
     if resumed is None:
         log_dataset(data)
     else:  # killed between a checkpoint and its metrics: log them now, so no step is missing or doubled
@@ -336,26 +355,30 @@ def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData,
         store_write(mlflow.set_tag, "qvae.resumed", f"from epoch {resumed['epoch']} to {config.epochs}")
 
 
-def log_scores(scores: dict[str, Any], config: Config, epochs: int, options: JobOptions,
-               workdir: Path) -> dict[str, float]:
+def log_scores(scores: dict[str, Any], config: Config, result: TrainResult, options: JobOptions,
+               workdir: Path, split: str = "test") -> dict[str, float]:
     """The final scores as metrics, with fid_results.txt (FID) and scores.json (NLL and probe details)."""
     metrics = scores["metrics"]
     if not metrics:
         return {}
     store_write(mlflow.log_metrics, metrics)
-    if "fid" in metrics:
+    fid = split_name("fid", split)
+    if fid in metrics:
         results = workdir / "fid_results.txt"
+        kid = split_name("kid", split)
         results.write_text(
-            f"FID: {metrics['fid']:.4f}\nFID (64 features): {metrics['fid_64']:.4f}\n"
-            f"KID: {metrics['kid']:.6f} +- {metrics['kid_std']:.6f}\nEpochs: {epochs}\n"
+            f"FID: {metrics[fid]:.4f}\nFID (64 features): {metrics[split_name('fid_64', split)]:.4f}\n"
+            f"KID: {metrics[kid]:.6f} +- {metrics[split_name('kid_std', split)]:.6f}\n"
+            f"Model: the best-on-validation checkpoint, epoch {result.best_epoch} of {len(result.history)} "
+            f"(highest validation ELBO)\n"
             f"Latent size: {config.latent_dim} ({config.num_visible} visible + {config.num_hidden} hidden)\n"
-            f"Samples: {options.fid_samples} generated vs {options.fid_samples} test images\n"
+            f"Samples: {options.fid_samples} generated vs the first {options.fid_samples} {split} images (grey)\n"
             f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
         store_write(mlflow.log_artifact, str(results))
     details = score_details(scores)
     if details:
         path = workdir / "scores.json"
-        path.write_text(json.dumps({"metrics": {k: v for k, v in metrics.items() if not k.startswith(("fid", "kid"))},
+        path.write_text(json.dumps({"metrics": {k: v for k, v in metrics.items() if "fid" not in k and "kid" not in k},
                                     **details}, indent=2))
         store_write(mlflow.log_artifact, str(path))
     return metrics
@@ -366,14 +389,15 @@ def log_pictures(model: QVAE, data: MnistData, history: list[dict[str, float]], 
     """Image grids and training curves, the t-SNE GIF of the epochs, and the final t-SNE."""
     from qvae.plots import assemble_gif, save_tsne, write_pictures
 
-    for path in write_pictures(model, data.test_x, history, workdir, seed=model.config.seed).values():
+    for path in write_pictures(model, data.val_x, history, workdir, seed=model.config.seed).values():
         store_write(mlflow.log_artifact, str(path))
     if epoch_logger.frames:
         store_write(mlflow.log_artifact, str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
-    n = min(options.tsne_final_points, len(data.test_x))
+    n = min(options.tsne_final_points, len(data.val_x))
     if n:
-        features = model.latent_features(data.test_x[:n].to(model.train_bias.device)).cpu().numpy()
-        final = save_tsne(features, data.test_y[:n].cpu().numpy(), workdir / "tsne_final.png",
-                          title=f"latent features of {n} test images after {len(history)} epochs",
+        x = model_inputs(data.val_x[:n].to(model.train_bias.device), model.config.binarize)
+        features = model.latent_features(x).cpu().numpy()
+        final = save_tsne(features, data.val_y[:n].cpu().numpy(), workdir / "tsne_final.png",
+                          title=f"latent features of {n} validation images (the chosen checkpoint)",
                           seed=model.config.seed)
         store_write(mlflow.log_artifact, str(final))
