@@ -101,3 +101,28 @@ def test_job_options_are_checked_against_their_declarations(changes, pattern):
 
     with pytest.raises(ConfigError, match=pattern):
         JobOptions(**{"fid_samples": 0, **changes}).validate(Config(test_size=500))
+
+
+def test_presets_supply_defaults_and_explicit_values_win(tmp_path):
+    from qvae.cli import build_parser, config_from_args
+    from qvae.config import PRESETS
+
+    assert Config.from_preset("seed") == Config()  # the seed preset is the declared defaults
+    likelihood = Config.from_preset("likelihood")
+    assert (likelihood.kl_beta, likelihood.binarize) == (1.0, "dynamic") and PRESETS["likelihood"] == {
+        "kl_beta": 1.0, "binarize": "dynamic"}
+    assert Config.from_preset("likelihood", kl_beta=0.5).kl_beta == 0.5
+    with pytest.raises(ConfigError, match="preset must be one of seed, likelihood, got 'best'"):
+        Config.from_preset("best")
+    parser = build_parser()
+    as_mlflow_run = ["run", "--preset", "likelihood", "--kl-beta", "", "--binarize", "", "--epochs", "3"]
+    config = config_from_args(parser.parse_args(as_mlflow_run))  # "" = not given: the preset's values
+    assert (config.kl_beta, config.binarize, config.epochs) == (1.0, "dynamic", 3)
+    config = config_from_args(parser.parse_args(["run", "--preset", "likelihood", "--kl-beta", "0.25"]))
+    assert (config.kl_beta, config.binarize) == (0.25, "dynamic")
+    file = tmp_path / "c.json"
+    file.write_text('{"binarize": "static", "kl_beta": 0.1}')
+    config = config_from_args(parser.parse_args(["run", "--preset", "likelihood", "--config", str(file),
+                                                 "--kl-beta", "0.2"]))
+    assert (config.kl_beta, config.binarize) == (0.2, "static")  # preset < file < flags
+    assert config_from_args(parser.parse_args(["run"])) == Config()
