@@ -6,7 +6,7 @@ held-out set `reference_classifier` checks) and on the test split (grey, and one
 it), then `class_entropy` / `class_confidence` of the real test images, of the test 3s alone, and
 of uniform noise. The row "true labels" gives the entropies of the labels themselves.
 
-    python benchmarks/classifier.py --data-dir DIR [--epochs 4 ...] [--seeds 0 ...] [--threads N]
+    python benchmarks/classifier.py --data-dir DIR [--epochs 4 ...] [--seeds 0 ...] [--threads 1]
 """
 
 from __future__ import annotations
@@ -46,10 +46,8 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True, help="where MNIST's raw files are (MNIST/raw/)")
     parser.add_argument("--epochs", type=int, nargs="+", default=[Recipe().epochs])
     parser.add_argument("--seeds", type=int, nargs="+", default=[Recipe().seed])
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads while training (0: torch's choice)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     data = splits(args.data_dir)
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = data["train"], data["validation"], data["test"]
     threes = test_x[test_y == 3]
@@ -58,7 +56,7 @@ def main() -> None:
 
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"# digit classifier on {len(train_x)} training images | torch {torch.__version__} | "
-          f"{torch.get_num_threads()} CPU threads of {os.cpu_count()} ({cpu_name()}){load}")
+          f"{args.threads or torch.get_num_threads()} training threads of {os.cpu_count()} ({cpu_name()}){load}")
     print("# accuracy on validation / test / binarised test; class_entropy / class_confidence (nats / mean top p)")
     header = (f"{'recipe':22s} {'train s':>8s} {'val acc':>8s} {'test acc':>8s} {'bin acc':>8s}  "
               f"{'test images':>13s}  {'test 3s':>13s}  {'noise':>13s}")
@@ -70,7 +68,7 @@ def main() -> None:
         for seed in args.seeds:
             recipe = dataclasses.replace(Recipe(), epochs=epochs, seed=seed)
             start = time.perf_counter()
-            classifier = train_classifier(train_x, train_y, recipe, progress=sys.stderr.isatty())
+            classifier = train_classifier(train_x, train_y, recipe, sys.stderr.isatty(), args.threads or None)
             seconds = time.perf_counter() - start
             test, three, rand = (class_scores(classifier, x) for x in (test_x, threes, noise))
             print(f"{f'epochs={epochs} seed={seed}':22s} {seconds:8.1f} {accuracy(classifier, val_x, val_y):8.4f} "

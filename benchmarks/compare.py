@@ -1,15 +1,17 @@
-"""QVAE (the default config: RBM 128x128 prior) vs a Gaussian-prior VAE on the same budget.
+"""The seed preset vs the likelihood preset, QVAE (RBM 128x128 prior) vs a Gaussian-prior VAE, on one budget.
 
-Both models get the same encoder/decoder widths (784-512-256), data, epochs, batch size,
-optimiser and seed; only the latent space differs. Prints one side-by-side table: FID, FID on
-64 features, KID, importance-weighted test NLL (+- stderr), latent-probe accuracy and seconds
-per epoch, with the device and settings.
+Every model gets the same encoder/decoder widths (784-512-256), data, epochs, batch size,
+optimiser and seed; the preset sets kl_beta and binarize, the prior the latent space. The protocol
+is the main job's: validation chooses the checkpoint, the test split scores it once. Prints one
+side-by-side table: FID, FID on 64 features, KID, class entropy of the samples, importance-weighted
+test NLL (+- stderr), test ELBO, latent-probe accuracy, prior_kl_uniform at the chosen epoch and
+seconds per epoch, with the device and settings.
 
     python benchmarks/compare.py --epochs 20 --device cuda --nll-samples 1000 --probe-epochs 100 \
         --output-dir outputs/compare
     python benchmarks/compare.py --evaluate-only outputs/compare --device cpu   # e.g. FID later, elsewhere
 
---output-dir keeps each model's checkpoints (DIR/qvae/last.pt, DIR/gaussian/last.pt) and
+--models picks some of them (default: all four). --output-dir keeps each model's checkpoints (DIR/<model>/last.pt) and
 DIR/results.json; --evaluate-only DIR recomputes the scores from those checkpoints (so models
 trained on a GPU machine without the Inception weights can get their FID on another machine).
 The flags are the declared settings (qvae.config): the Config fields both models share, and the
@@ -41,9 +43,11 @@ from qvae.models.build import build_model
 from qvae.settings import add_flags, picked_flags
 from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device, train
 
-MODELS = {"qvae": "QVAE (RBM 128x128)", "gaussian": "Gaussian VAE (256-d)"}
-# The Config fields a comparison sets (the same for both models); everything else is the seed's.
-SHARED = ("epochs", "train_size", "test_size", "device", "seed", "kl_beta", "binarize", "data_dir")
+MODELS = {"qvae-seed": "QVAE, seed preset", "gaussian-seed": "Gaussian, seed preset",
+          "qvae-likelihood": "QVAE, likelihood", "gaussian-likelihood": "Gaussian, likelihood"}
+SPECS = {name: (name.split("-")[1], "boltzmann" if name.startswith("qvae") else "gaussian") for name in MODELS}
+# The Config fields a comparison sets (the same for every model); the preset supplies kl_beta and binarize.
+SHARED = ("epochs", "train_size", "validation_size", "test_size", "device", "seed", "data_dir")
 
 
 def base_config(args: argparse.Namespace) -> Config:
@@ -54,9 +58,17 @@ def base_config(args: argparse.Namespace) -> Config:
     return Config(**given)
 
 
+def chosen_models(args: argparse.Namespace) -> list[str]:
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise ConfigError(f"models must be a comma-separated list of {', '.join(MODELS)}; got {args.models!r}")
+    return names
+
+
 def configs(args: argparse.Namespace) -> dict[str, Config]:
-    base = base_config(args)
-    return {"qvae": base, "gaussian": base.replace(prior="gaussian")}
+    shared = picked_flags(args, "cfg_") | {"data_dir": base_config(args).data_dir}
+    return {name: Config.from_preset(SPECS[name][0], **shared, prior=SPECS[name][1]) for name in chosen_models(args)}
 
 
 def settings_from(args: argparse.Namespace) -> ScoreSettings:
@@ -81,18 +93,19 @@ def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         print(f"training {MODELS[name]} for {config.epochs} epochs ...", file=sys.stderr)
         trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress)
         started = time.perf_counter()
-        scores = final_scores(trained.model, data, settings, seed=config.seed, progress=not args.no_progress)
-        results[name] = entry(config, trained.history, scores, str(trained.device), hardware(
+        scores = final_scores(trained.best_model(), data, settings, seed=config.seed, progress=not args.no_progress)
+        results[name] = entry(config, trained.history, trained.best_epoch, scores, str(trained.device), hardware(
             torch.device(trained.device)), time.perf_counter() - started)
     return results
 
 
-def entry(config: Config, history: list[dict[str, float]], scores: dict[str, Any], device: str, hw: str,
-          eval_seconds: float) -> dict[str, Any]:
+def entry(config: Config, history: list[dict[str, float]], best_epoch: int | None, scores: dict[str, Any],
+          device: str, hw: str, eval_seconds: float) -> dict[str, Any]:
+    chosen = history[(best_epoch or len(history)) - 1] if history else {}
     record = {"config": config.to_dict(), "train_device": device, "train_hardware": hw,
               "eval_device": device, "eval_hardware": hw, "eval_seconds": eval_seconds,
               "seconds_per_epoch": statistics.median([h["epoch_seconds"] for h in history]) if history else None,
-              "final_epoch": history[-1] if history else {}, "metrics": scores["metrics"],
+              "best_epoch": best_epoch, "chosen_epoch": chosen, "metrics": scores["metrics"],
               "scored_on": {}}
     computed = {"fid": "fid" in scores["metrics"], "nll": "nll" in scores, "probe": "probe" in scores}
     record["scored_on"] = {k: f"{device} ({hw})" for k, done in computed.items() if done}
@@ -107,7 +120,7 @@ def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     here = base_config(args)
     device = resolve_device(here.device)
-    for name in MODELS:
+    for name in chosen_models(args):
         path = directory / name / LAST_CHECKPOINT
         if not path.exists():
             print(f"skipping {name}: no {path}", file=sys.stderr)
@@ -115,11 +128,12 @@ def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         state = load_checkpoint(path, map_location=device)
         config = Config.from_dict({**state["config"], "device": str(device), "data_dir": here.data_dir})  # data: here
         model = build_model(config).to(device)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("best_model") or state["model"])  # the best-on-validation weights
         data = load_mnist_for(config)
         started = time.perf_counter()
         scores = final_scores(model, data, settings, seed=here.seed, progress=not args.no_progress)
-        record = entry(config, state["history"], scores, str(device), hardware(device), time.perf_counter() - started)
+        record = entry(config, state["history"], state.get("best_epoch"), scores, str(device), hardware(device),
+                       time.perf_counter() - started)
         old = previous.get("models", {}).get(name, {})
         for key in ("train_device", "train_hardware", "seconds_per_epoch"):
             record[key] = old.get(key, record[key])
@@ -152,6 +166,10 @@ def table(report: dict[str, Any]) -> str:
         m = models[name]["metrics"]
         return fmt.format(*(m[k] for k in keys)) if all(k in m for k in keys) else "-"
 
+    def chosen(name: str, key: str, fmt: str) -> str:
+        epoch = models[name].get("chosen_epoch") or models[name].get("final_epoch", {})
+        return fmt.format(epoch[key]) if key in epoch else "-"
+
     def nll(name: str) -> str:
         n = models[name].get("nll")
         return f"{n['nll']:.2f} +- {n['stderr']:.2f}{' (bound)' if n['bound'] else ''}" if n else "-"
@@ -160,17 +178,22 @@ def table(report: dict[str, Any]) -> str:
         ("FID (2048 features)", lambda n: cell(n, "{:.2f}", "fid")),
         ("FID (64 features)", lambda n: cell(n, "{:.3f}", "fid_64")),
         ("KID", lambda n: cell(n, "{:.4f} +- {:.4f}", "kid", "kid_std")),
+        ("class entropy, nats (max 2.303)", lambda n: cell(n, "{:.3f}", "class_entropy")),
         ("test NLL, nats", nll),
+        ("test ELBO, nats", lambda n: cell(n, "{:.2f}", "test_elbo")),
         ("latent accuracy", lambda n: cell(n, "{:.2%}", "latent_accuracy")),
-        ("val ELBO (last epoch), nats", lambda n: f"{models[n]['final_epoch'].get('val_elbo', float('nan')):.2f}"),
+        ("prior_kl_uniform, nats", lambda n: chosen(n, "prior_kl_uniform", "{:.2f}")),
+        ("chosen epoch (best val ELBO)", lambda n: str(models[n].get("best_epoch"))),
+        ("val ELBO (chosen epoch), nats", lambda n: chosen(n, "val_elbo", "{:.2f}")),
         ("seconds per epoch (median)", lambda n: f"{models[n]['seconds_per_epoch']:.2f}"),
     ]
     first = models[names[0]]
     c, s = first["config"], report["settings"]
     lines = [
-        f"# QVAE vs Gaussian VAE | {c['epochs']} epochs on {c['train_size'] or 60000} MNIST images, "
-        f"{c['input_dim']}-{c['hidden_dim']}-{c['latent_dim']}, batch {c['batch_size']}, lr {c['lr']}, "
-        f"kl_beta {c['kl_beta']}, seed {c['seed']}, binarize {c['binarize']}",
+        f"# presets x priors | {c['epochs']} epochs on {c['train_size'] or 60000 - c.get('validation_size', 10000)} "
+        f"MNIST images (validation {c.get('validation_size', 10000)}, chooses the checkpoint), "
+        f"{c['input_dim']}-{c['hidden_dim']}-{c['latent_dim']}, batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}"
+        f" | seed preset: kl_beta 1e-6, binarize none; likelihood: kl_beta 1, binarize dynamic",
         f"# trained on {first['train_device']} ({first['train_hardware']}); scored: "
         + "; ".join(f"{k} on {v}" for k, v in first.get("scored_on", {}).items())
         + f" | torch {torch.__version__} | python {platform.python_version()}",
@@ -190,12 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_flags(parser, Config, "both models (the rest: the seed's config)", prefix="cfg_", only=SHARED)
     add_flags(parser, ScoreSettings, "scores (0 skips one)", prefix="score_")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"some of {', '.join(MODELS)} (default: all)")
     parser.add_argument("--output-dir", help="keep checkpoints and results.json here (default: a temporary dir)")
     parser.add_argument("--evaluate-only", metavar="DIR", help="score the checkpoints saved in DIR; no training")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:  # bad settings: one line naming the setting and its range, before any training
         settings = {**vars(settings_from(args)), "seed": base_config(args).seed}
+        chosen_models(args)
     except ConfigError as err:
         parser.error(str(err))
     if args.evaluate_only:

@@ -26,18 +26,27 @@ def compare(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_trains_both_models_then_rescores_from_checkpoints(mnist_dir, tmp_path):
-    common = ["--data-dir", str(mnist_dir), "--test-size", "200", "--device", "cpu", "--fid-samples", "0",
-              "--nll-samples", "5", "--nll-images", "50", "--probe-epochs", "1", "--no-progress"]
-    proc = compare("--epochs", "1", "--train-size", "512", "--output-dir", str(tmp_path), *common)
+def test_trains_each_preset_and_prior_then_rescores_from_checkpoints(mnist_dir, tmp_path):
+    common = ["--data-dir", str(mnist_dir), "--validation-size", "200", "--test-size", "200", "--device", "cpu",
+              "--fid-samples", "0", "--nll-samples", "5", "--nll-images", "50", "--probe-epochs", "1", "--no-progress"]
+    names = ("qvae-seed", "qvae-likelihood", "gaussian-likelihood")
+    proc = compare("--epochs", "2", "--train-size", "512", "--models", ",".join(names), "--output-dir", str(tmp_path),
+                   *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "QVAE (RBM 128x128)" in proc.stdout and "Gaussian VAE (256-d)" in proc.stdout
+    for label in ("QVAE, seed preset", "QVAE, likelihood", "Gaussian, likelihood", "prior_kl_uniform", "test ELBO"):
+        assert label in proc.stdout, label
     first = json.loads((tmp_path / "results.json").read_text())
-    assert set(first["models"]) == {"qvae", "gaussian"}
-    assert (tmp_path / "qvae" / "last.pt").exists() and (tmp_path / "gaussian" / "last.pt").exists()
-    proc = compare("--evaluate-only", str(tmp_path), *common)
+    assert set(first["models"]) == set(names)
+    likelihood = first["models"]["qvae-likelihood"]["config"]
+    assert (likelihood["kl_beta"], likelihood["binarize"]) == (1.0, "dynamic")  # the preset's
+    assert first["models"]["qvae-seed"]["config"]["kl_beta"] == 1e-6
+    for name in names:
+        assert (tmp_path / name / "last.pt").exists()
+        assert "test_nll" in first["models"][name]["metrics"] and "test_elbo" in first["models"][name]["metrics"]
+    proc = compare("--evaluate-only", str(tmp_path), "--models", ",".join(names), *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "results.json").read_text())
-    for name in ("qvae", "gaussian"):  # same checkpoints, settings and seed: the same scores
+    for name in names:  # same (best-on-validation) checkpoints, settings and seed: the same scores
         assert again["models"][name]["metrics"] == pytest.approx(first["models"][name]["metrics"], rel=1e-5)
         assert again["models"][name]["seconds_per_epoch"] == first["models"][name]["seconds_per_epoch"]
+    assert compare("--models", "qvae,vae", *common).returncode == 2  # a one-line error naming the choices

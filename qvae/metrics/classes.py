@@ -98,13 +98,25 @@ def accuracy(classifier: nn.Module, images: Tensor, labels: Tensor) -> float:
     return (predict(classifier, images).argmax(1) == labels.cpu()).float().mean().item()
 
 
-def train_classifier(images: Tensor, labels: Tensor, recipe: Recipe = Recipe(), progress: bool = True
-                     ) -> DigitClassifier:
+def train_classifier(images: Tensor, labels: Tensor, recipe: Recipe = Recipe(), progress: bool = True,
+                     threads: int | None = 1) -> DigitClassifier:
     """A DigitClassifier trained on the CPU on `images` (N x 784 in [0, 1]) and their labels.
 
     Deterministic given `recipe.seed` (and the thread count), and the global torch RNG is left as it
-    was: the weights are drawn inside `fork_rng`, the batches from a generator of our own.
+    was: the weights are drawn inside `fork_rng`, the batches from a generator of our own. Torch
+    uses `threads` CPU threads meanwhile (None: its setting): one by default, as these small
+    convolutions gain little from more and run several times slower when two contend for busy cores.
     """
+    saved_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _train(images, labels, recipe, progress)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _train(images: Tensor, labels: Tensor, recipe: Recipe, progress: bool) -> DigitClassifier:
     images, labels = images.detach().cpu().float().reshape(len(images), -1), labels.detach().cpu().long()
     steps = recipe.epochs * math.ceil(len(images) / recipe.batch_size)
     with torch.random.fork_rng(devices=[]):
@@ -112,7 +124,8 @@ def train_classifier(images: Tensor, labels: Tensor, recipe: Recipe = Recipe(), 
         classifier = DigitClassifier()
     generator = torch.Generator().manual_seed(recipe.seed)
     optimiser = torch.optim.Adam(classifier.parameters(), lr=recipe.lr)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, recipe.lr, total_steps=steps, pct_start=0.25)
+    # at least 5 steps: with 4, OneCycleLR's warm-up would end at step 0 and divide by zero
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, recipe.lr, total_steps=max(steps, 5), pct_start=0.25)
     classifier.train()
     with tqdm(total=steps, desc="digit classifier", unit="batch", disable=not progress, leave=False) as bar:
         for _ in range(recipe.epochs):
