@@ -177,7 +177,7 @@ def test_the_histogram_is_a_png_of_the_documented_size(tmp_path: Path):
 
 @pytest.mark.slow
 def test_the_shipped_recipe_reads_99_percent_of_validation_and_test_digits(mnist, tmp_path: Path):
-    """About 1.5 minutes on 2 cores: the promise `Recipe()` makes (>= 99 %, checked on validation too)."""
+    """About 2 minutes on one core: the promise `Recipe()` makes (>= 99 %, checked on validation too)."""
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = mnist["train"], mnist["validation"], mnist["test"]
     classifier = reference_classifier(train_x, train_y, val_x, val_y, tmp_path, progress=False)
     assert accuracy(classifier, val_x, val_y) >= 0.99

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ PER_EPOCH = ("loss", "cost", "kl", "elbo", "val_loss", "val_cost", "val_kl", "va
              "epoch_seconds")
 ARTIFACTS = ("original.png", "reconstruction.png", "generated.png", "training_curves.png", "tsne_final.png",
              "tsne_evolution.gif", "tsne_frames/epoch_001.png", "tsne_frames/epoch_002.png",
-             "checkpoints/last.pt", "checkpoints/best.pt", "fid_results.txt")
+             "checkpoints/last.pt", "checkpoints/best.pt", "fid_results.txt", "class_histogram.png")
 
 
 def mlflow_env(tmp: Path) -> dict[str, str]:
@@ -95,6 +96,7 @@ def test_every_metric_has_one_value_per_epoch(finished_run):
     assert not {"val_fid", "val_nll", "val_latent_accuracy"} & set(run.data.metrics)  # a trial's scores, not a run's
     assert run.data.metrics["fid"] > 0
     m = run.data.metrics
+    assert 0 <= m["class_entropy"] <= math.log(10) + 1e-9 and 0 < m["class_confidence"] <= 1
     assert m["test_elbo"] == pytest.approx(-m["test_cost"] - m["test_kl"])
     assert run.data.params["nll_samples"] == "1000" and run.data.params["probe_epochs"] == "100"
 

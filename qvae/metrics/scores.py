@@ -42,18 +42,38 @@ def split_name(name: str, split: str) -> str:
     return "val_" + name.removeprefix("test_")
 
 
+def fid_samples(model: Any, settings: ScoreSettings) -> torch.Tensor:
+    """The images FID and class coverage score: request seed 0 of the logged model, fid_samples of them."""
+    return model.generate_from_seeds(image_seeds(0, settings.fid_samples))
+
+
 def fid_scores(model: Any, real_x: torch.Tensor, settings: ScoreSettings, progress: bool = False,
-               cache_dir: str | None = None) -> dict[str, float]:
+               cache_dir: str | None = None, generated: torch.Tensor | None = None) -> dict[str, float]:
     """FID (2048 and 64 features) and KID of request seed 0's images against the first real images
     (grey levels: each split's real statistics are cached apart, keyed by the images)."""
     from qvae.metrics.fid import compute_fid
 
     device = model.train_bias.device
     n = settings.fid_samples
-    generated = model.generate_from_seeds(image_seeds(0, n))  # = request seed 0 of the logged model
+    generated = fid_samples(model, settings) if generated is None else generated
     scores = compute_fid(generated, real_x[:n].to(device), device=device, batch_size=settings.fid_batch_size,
                          cache_dir=cache_dir, progress=progress)
     return {k: float(v) for k, v in scores.items()}
+
+
+def class_coverage(generated: torch.Tensor, data: MnistData, cache_dir: str | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """`class_entropy`, `class_confidence` and `class_counts` of the generated images, labelled by the
+    reference classifier (classes.py) trained on the standard training split (the first 50 000 images,
+    whatever the run's own sizes) and checked on the validation split; cached after the first use."""
+    from qvae.data.mnist import load_mnist
+    from qvae.metrics.classes import class_scores, reference_classifier
+    from qvae.metrics.fid import default_cache_dir
+
+    full = load_mnist(data.source.raw_dir.parents[1], sources=("local",), expected_md5=data.source.md5)
+    classifier = reference_classifier(full.train_x, full.train_y, full.val_x, full.val_y,
+                                      cache_dir or default_cache_dir(), progress=progress)
+    return class_scores(classifier, generated.reshape(len(generated), -1).cpu())
 
 
 def elbo_scores(model: Any, x: torch.Tensor, split: str = "test", seed: int = 0,
@@ -97,8 +117,8 @@ def probe_score(model: Any, data: MnistData, settings: ScoreSettings, seed: int 
 
 
 def score_details(scores: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-ready `nll` / `probe` details of a `final_scores` result (those it computed)."""
-    details: dict[str, Any] = {}
+    """The JSON-ready `nll` / `probe` / `class_counts` details of a `final_scores` result (those it computed)."""
+    details: dict[str, Any] = {k: scores[k] for k in ("class_counts",) if k in scores}
     if "nll" in scores:
         details["nll"] = scores["nll"].as_dict()
     if "probe" in scores:
@@ -118,8 +138,12 @@ def final_scores(model: Any, data: MnistData, settings: ScoreSettings, *, split:
     metrics: dict[str, float] = elbo_scores(model, x, split, seed) if split == "test" else {}
     details: dict[str, Any] = {}
     if settings.fid_samples:
-        fid = fid_scores(model, x, settings, progress, cache_dir)
+        generated = fid_samples(model, settings)
+        fid = fid_scores(model, x, settings, progress, cache_dir, generated)
         metrics.update({split_name(k, split): v for k, v in fid.items()})
+        classes = class_coverage(generated, data, cache_dir, progress)
+        metrics.update({split_name(k, split): classes[k] for k in ("class_entropy", "class_confidence")})
+        details["class_counts"] = classes["class_counts"]
     if settings.nll_samples:
         nll = nll_score(model, x, settings, seed, progress, split)
         metrics.update(nll.metrics())

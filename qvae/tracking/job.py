@@ -128,6 +128,19 @@ class MlflowEpochLogger:
         (workdir / "tsne_frames").mkdir(parents=True, exist_ok=True)
         self.previous_embedding: np.ndarray | None = None
 
+    def restore_frames(self, run_id: str, through_epoch: int) -> None:
+        """A resumed run's t-SNE frames of epochs 1..through_epoch, fetched back from the run, so
+        tsne_evolution.gif holds every epoch, not only the resumed ones."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="tsne_frames",
+                                                             dst_path=str(self.workdir / "resumed")))
+        except (MlflowException, OSError):  # no frames logged (tsne_interval 0): nothing to restore
+            return
+        frames = sorted(local.glob("epoch_*.png"))
+        self.frames = [f for f in frames if int(f.stem.removeprefix("epoch_")) <= through_epoch]
+
     def on_epoch_end(self, report: EpochReport) -> None:
         # the checkpoint before the metrics: a resumed run re-logs metrics its checkpoint holds (see runs.py)
         if report.checkpoint is not None:
@@ -312,6 +325,8 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
     describe the run, train, score once, draw the pictures, log the model."""
     describe_run(run, config, options, data, launched_by_mlflow_run, resumed)
     epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
+    if resumed is not None and options.tsne_interval:
+        epoch_logger.restore_frames(run.info.run_id, resumed["epoch"])
     result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
                    progress=options.progress, resume_from=resume_from)
     if result.best_epoch is not None:
@@ -342,11 +357,12 @@ def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData,
         store_write(mlflow.set_tag, "mlflow.runName", options.run_name)
     store_write(mlflow.set_tags, {"qvae.entry_point": "main", **options.extra_tags})
     mark_model_training(run.info.experiment_id)
-    log_new_params({**config.to_dict(), "device_used": str(resolve_device(config.device)),
+    prior_params = {} if config.prior == "gaussian" else {  # a Gaussian has no sampler and no log Z
+        "log_z_method": log_z_method(config), "prior_kl_uniform_method": kl_uniform_method(config)}
+    log_new_params({**config.relevant(), "device_used": str(resolve_device(config.device)),
                     **data.source.as_params(), **library_versions(), **git_state(),
                     **asdict(options.score_settings()), "tsne_interval": options.tsne_interval,
-                    "tsne_points": options.tsne_points, "log_z_method": log_z_method(config),
-                    "prior_kl_uniform_method": kl_uniform_method(config)})
+                    "tsne_points": options.tsne_points, **prior_params})
     if resumed is None:
         log_dataset(data)
     else:  # killed between a checkpoint and its metrics: log them now, so no step is missing or doubled
@@ -376,6 +392,12 @@ def log_scores(scores: dict[str, Any], config: Config, result: TrainResult, opti
             f"Date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")
         store_write(mlflow.log_artifact, str(results))
     details = score_details(scores)
+    if "class_counts" in details:  # which digits the FID samples are
+        from qvae.metrics.classes import class_histogram
+
+        histogram = class_histogram(details["class_counts"], workdir / "class_histogram.png",
+                                    title=f"{options.fid_samples} generated digits")
+        store_write(mlflow.log_artifact, str(histogram))
     if details:
         path = workdir / "scores.json"
         path.write_text(json.dumps({"metrics": {k: v for k, v in metrics.items() if "fid" not in k and "kid" not in k},
