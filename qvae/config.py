@@ -32,6 +32,10 @@ VALIDATION_SIZE = 10_000  # the DVAE/IWAE validation split: the training file's 
 # continue on another machine, equal in distribution but not bit for bit). Anything else would
 # continue a different experiment in the same run.
 RESUME_MAY_DIFFER = ("epochs", "device")
+# What only a Boltzmann prior reads: a Gaussian-prior run neither logs nor compares these
+BOLTZMANN_ONLY = ("num_visible", "num_hidden", "gamma", "trotter_slices", "sampler", "sampler_chains", "sampler_sweeps",
+                  "sa_initial_temperature", "sa_final_temperature", "kaiwu_solver", "generate_sweeps", "log_z_chains",
+                  "log_z_betas", "weight_decay")
 
 # Shipped configurations: values that replace the declared defaults; explicit values win over them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -138,12 +142,17 @@ class Config:
             )
 
     # ------------------------------------------------------------------ resuming
+    def relevant(self) -> dict[str, Any]:
+        """The fields this config's model reads (a Gaussian prior ignores BOLTZMANN_ONLY): its run params."""
+        skip = BOLTZMANN_ONLY if self.prior == "gaussian" else ()
+        return {k: v for k, v in self.to_dict().items() if k not in skip}
+
     def resume_mismatches(self, saved: Mapping[str, Any]) -> list[str]:
         """The fields (sorted) in which this config differs from `saved`, the config a run was started
         with (a checkpoint's dict, or a run's logged params as strings), ignoring RESUME_MAY_DIFFER.
         A field `saved` lacks predates it and counts as its declared default."""
-        mine = self.to_dict()
-        return sorted(f.name for f in fields(self) if f.name not in RESUME_MAY_DIFFER
+        mine = self.relevant()
+        return sorted(f.name for f in fields(self) if f.name in mine and f.name not in RESUME_MAY_DIFFER
                       and _as_type(saved.get(f.name, f.default), mine[f.name]) != mine[f.name])
 
     def check_resumable(self, saved: Mapping[str, Any], epoch: int, source: str) -> None:

@@ -77,15 +77,20 @@ def fixture(name: str) -> dict[str, float]:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
-def record(data_dir: Path) -> None:
+RECORDINGS = {"fixed_seed_run": lambda d: run_metrics(d), "fixed_seed_trial": lambda d: trial_metrics(d),
+              "fixed_seed_run_fid": lambda d: run_metrics(d, fid=True)}
+
+
+def record(data_dir: Path, names: list[str] | None = None) -> None:
+    """Record the named fixtures (default: all) anew."""
     FIXTURES.mkdir(exist_ok=True)
-    for name, metrics in (("fixed_seed_run", run_metrics(data_dir)), ("fixed_seed_trial", trial_metrics(data_dir)),
-                          ("fixed_seed_run_fid", run_metrics(data_dir, fid=True))):
+    for name in names or list(RECORDINGS):
+        metrics = RECORDINGS[name](data_dir)
         (FIXTURES / f"{name}.json").write_text(json.dumps(metrics, indent=1) + "\n")
         print(f"recorded {name}: {len(metrics)} numbers")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] != ["record"]:
-        sys.exit("usage: python -m tests.fixed_seed record [DATA_DIR]")
-    record(Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".cache/test-data"))
+        sys.exit(f"usage: python -m tests.fixed_seed record [DATA_DIR [{' '.join(RECORDINGS)}]]")
+    record(Path(sys.argv[2]) if len(sys.argv) > 2 else Path(".cache/test-data"), sys.argv[3:])

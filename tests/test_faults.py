@@ -11,6 +11,7 @@ import mlflow
 import pytest
 import torch
 from mlflow import MlflowClient
+from PIL import Image
 
 from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 
@@ -19,7 +20,8 @@ TINY = ["--epochs", str(EPOCHS), "--train-size", "1024", "--validation-size", "2
         "--batch-size", "64",
         "--hidden-dim", "32", "--latent-dim", "16", "--num-visible", "8", "--num-hidden", "8",
         "--sampler-chains", "32", "--log-z-betas", "20", "--log-z-chains", "16", "--generate-sweeps", "10",
-        "--device", "cpu", "--fid-samples", "0", "--tsne-interval", "0", "--tsne-final-points", "0",
+        "--device", "cpu", "--fid-samples", "0", "--tsne-interval", "1", "--tsne-points", "100",
+        "--tsne-final-points", "0",
         "--kl-beta", "0.01", "--no-progress"]
 PER_EPOCH = ("loss", "cost", "val_loss", "val_cost", "kl", "val_elbo", "log_z")
 
@@ -48,9 +50,9 @@ def killed_and_reference(tracking_store, mnist_dir):
     reference = qvae_run(mnist_dir, "--experiment-name", "faults", "--run-name", "reference")
     victim = qvae_run(mnist_dir, "--experiment-name", "faults", "--run-name", "victim")
 
-    def first_epoch_logged() -> bool:
+    def first_epoch_logged() -> bool:  # its metrics and its t-SNE frame (the last thing an epoch logs)
         run = run_named("faults", "victim")
-        return bool(run and MlflowClient().get_metric_history(run.info.run_id, "loss"))
+        return bool(run and MlflowClient().list_artifacts(run.info.run_id, "tsne_frames"))
 
     wait_until(first_epoch_logged, "the victim's first epoch", process=victim, poll=0.1)
     victim.send_signal(signal.SIGKILL)  # mid-training: the first epoch's checkpoint is logged
@@ -85,6 +87,9 @@ def test_a_killed_run_resumes_into_the_same_run_bit_for_bit(killed_and_reference
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert mlflow.pyfunc.load_model(f"runs:/{run_id}/model") is not None
+    gif = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="tsne_evolution.gif", dst_path=str(tmp_path))
+    with Image.open(gif) as frames:  # every epoch's frame, the ones before the kill included
+        assert frames.n_frames == EPOCHS
 
 
 def test_resume_is_refused_with_a_reason(killed_and_reference, mnist_dir, capsys):

@@ -192,3 +192,20 @@ def test_the_best_model_is_the_best_validation_epochs(small_data, tmp_path):
     best = load_checkpoint(tmp_path / "best.pt")["model"]
     model = result.best_model()
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+def test_a_prior_that_does_not_learn_is_reported_once(small_data, caplog):
+    """The seed's kl_beta = 1e-6 against weight_decay = 0.01: the RBM stays near zero, so the prior
+    stays within a nat of uniform, and the run says so once, naming both settings."""
+    with caplog.at_level("WARNING", logger="qvae.train"):
+        result = train(Config(epochs=2, **SMALL), small_data, progress=False)
+    assert all(0 <= h["prior_kl_uniform"] < 1.0 for h in result.history)
+    warnings = [r.getMessage() for r in caplog.records if "the prior did not learn" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "kl_beta=1e-06" in warnings[0] and "weight_decay=0.01" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="qvae.train"):  # a prior pushed away from uniform: no warning
+        peaked = train(Config(epochs=2, kl_beta=1.0, weight_decay=0.0, lr=3e-2, **{**SMALL, "log_z_betas": 20}),
+                       small_data, progress=False)
+    assert peaked.history[-1]["prior_kl_uniform"] >= 1.0
+    assert not [r for r in caplog.records if "the prior did not learn" in r.getMessage()]

@@ -238,14 +238,18 @@ def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
             trials = optuna.load_study(study_name="interrupted", storage=storage).trials
         except KeyError:  # the study does not exist yet
             return False
-        return any(t.state == TrialState.COMPLETE for t in trials)
+        running = [t for t in trials if t.state == TrialState.RUNNING and RUN_ID_ATTR in t.user_attrs]
+        return any(t.state == TrialState.COMPLETE for t in trials) and bool(running)
 
-    wait_until(a_trial_completed, "a completed trial", process=proc)
+    wait_until(a_trial_completed, "a completed trial and the next one training", process=proc)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=GENEROUS_TIMEOUT_S)
     assert proc.returncode == 0, output[-3000:]
     study = optuna.load_study(study_name="interrupted", storage=storage)
     assert len(study.trials) < 50
+    (stopped,) = [t for t in study.trials if t.state == TrialState.FAIL]  # the one running at the Ctrl-C
+    assert stopped.user_attrs["fail_reason"].startswith("interrupted")
+    assert MlflowClient().get_run(stopped.user_attrs[RUN_ID_ATTR]).info.status == "KILLED"
     champion = MlflowClient().get_model_version_by_alias("qvae-interrupted", "champion")
     assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
 

@@ -114,6 +114,9 @@ class Objective:
         except (DivergenceError, ConfigError) as err:  # the trial fails with its reason; the study goes on
             self._record_failure(trial, str(err))
             raise
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna fails the trial; say why (its run ends KILLED)
+            trial.set_user_attr("fail_reason", "interrupted (SIGINT or SIGTERM) before the trial finished")
+            raise
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
         trial.set_user_attr(MODEL_URI_ATTR, result.model_uri)

@@ -19,6 +19,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 MAX_IMAGES_PER_CALL = 100_000
@@ -50,7 +51,8 @@ class QVAEGenerator(PythonModel):
         self.model.load_state_dict(state)
         self.model.to(self.device).eval()
 
-    def predict(self, context, model_input, params=None):  # untyped: MLflow validates against the signature
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+        """Images for the request's seeds (MLflow checks `model_input` against the logged signature)."""
         try:
             seeds = seeds_from_input(model_input, params or {})
             sweeps = (params or {}).get("sweeps")
