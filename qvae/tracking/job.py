@@ -29,6 +29,7 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for, model_inputs
 from qvae.metrics.scores import final_scores, score_details, split_name
+from qvae.models.build import build_model
 from qvae.models.qvae import QVAE
 from qvae.priors.build import kl_uniform_method, log_z_method
 from qvae.tracking.store import (
@@ -128,18 +129,23 @@ class MlflowEpochLogger:
         (workdir / "tsne_frames").mkdir(parents=True, exist_ok=True)
         self.previous_embedding: np.ndarray | None = None
 
-    def restore_frames(self, run_id: str, through_epoch: int) -> None:
+    def restore_frames(self, run_id: str, through_epoch: int, model: QVAE) -> None:
         """A resumed run's t-SNE frames of epochs 1..through_epoch, fetched back from the run, so
-        tsne_evolution.gif holds every epoch, not only the resumed ones."""
+        tsne_evolution.gif holds every epoch, not only the resumed ones. The checkpoint's own epoch
+        may have been killed between its checkpoint and its frame: that frame is drawn now from
+        `model`, which holds exactly that epoch's weights."""
         from mlflow.exceptions import MlflowException
 
         try:
             local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="tsne_frames",
                                                              dst_path=str(self.workdir / "resumed")))
-        except (MlflowException, OSError):  # no frames logged (tsne_interval 0): nothing to restore
-            return
+        except (MlflowException, OSError):  # no frames logged yet
+            local = self.workdir / "resumed"
         frames = sorted(local.glob("epoch_*.png"))
         self.frames = [f for f in frames if int(f.stem.removeprefix("epoch_")) <= through_epoch]
+        drawn = {int(f.stem.removeprefix("epoch_")) for f in self.frames}
+        if through_epoch % self.options.tsne_interval == 0 and through_epoch not in drawn:
+            self.tsne_frame(model.eval(), through_epoch)
 
     def on_epoch_end(self, report: EpochReport) -> None:
         # the checkpoint before the metrics: a resumed run re-logs metrics its checkpoint holds (see runs.py)
@@ -326,7 +332,9 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
     describe_run(run, config, options, data, launched_by_mlflow_run, resumed)
     epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
     if resumed is not None and options.tsne_interval:
-        epoch_logger.restore_frames(run.info.run_id, resumed["epoch"])
+        at_checkpoint = build_model(config)
+        at_checkpoint.load_state_dict(resumed["model"])
+        epoch_logger.restore_frames(run.info.run_id, resumed["epoch"], at_checkpoint)
     result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
                    progress=options.progress, resume_from=resume_from)
     if result.best_epoch is not None:
