@@ -82,7 +82,7 @@ def load_mnist(
     source = ensure_mnist(data_dir, sources=sources, expected_md5=expected_md5)
     file_x, file_y = _read_split(source.raw_dir, TRAIN_IMAGES, TRAIN_LABELS)
     test_x, test_y = _read_split(source.raw_dir, TEST_IMAGES, TEST_LABELS)
-    n_val = _check_size("validation_size", validation_size, len(file_y) - 1)
+    n_val = _check_size("validation_size", validation_size, len(file_y) - 1, none_means_all=False)
     n_train = _check_size("train_size", train_size, len(file_y) - n_val)
     n_test = _check_size("test_size", test_size, len(test_y))
     first_val = len(file_y) - n_val
@@ -144,13 +144,12 @@ def _read_split(raw_dir: Path, images_file: str, labels_file: str) -> tuple[torc
     return x, torch.from_numpy(labels).to(torch.int64)
 
 
-def _check_size(name: str, size: int | None, available: int) -> int:
-    if size is None:
+def _check_size(name: str, size: int | None, available: int, none_means_all: bool = True) -> int:
+    if size is None and none_means_all:
         return available
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= available:
-        all_allowed = "" if name == "validation_size" else " (or None for all)"
-        raise ValueError(f"{name} must be an int in 1..{available}{all_allowed}"
-                         f", got {size!r}")
+        raise ValueError(f"{name} must be an int in 1..{available}{' (or None for all)' if none_means_all else ''}, "
+                         f"got {size!r}")
     return size
 
 

@@ -45,6 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from qvae.data.mnist import model_inputs
+from qvae.metrics.names import split_name
 from qvae.priors.build import LatentPrior
 from qvae.priors.log_z import check_log_z_method
 
@@ -73,7 +74,7 @@ class NllResult:
     @property
     def name(self) -> str:
         """test_nll / val_nll, or test_nll_bound / val_nll_bound for a quantum prior."""
-        return f"{'val' if self.split == 'validation' else 'test'}_nll" + ("_bound" if self.bound else "")
+        return split_name("test_nll_bound" if self.bound else "test_nll", self.split)
 
     def metrics(self) -> dict[str, float]:
         """`<name>`, its `_stderr`, and the log Z it used with that estimate's standard error

@@ -25,21 +25,13 @@ import torch
 
 from qvae.config import ScoreSettings
 from qvae.data.mnist import MnistData, model_inputs
+from qvae.metrics.names import split_name
 from qvae.metrics.nll import NllResult, test_nll
 from qvae.metrics.probe import ProbeResult, latent_probe
 from qvae.models.qvae import image_seeds
 
 __all__ = ["ScoreSettings", "elbo_scores", "fid_scores", "final_scores", "nll_score",
            "probe_score", "score_details", "split_name"]
-TEST_NAMES = ("fid", "fid_64", "kid", "kid_std", "fid_samples", "latent_accuracy", "class_entropy", "class_confidence")
-
-
-def split_name(name: str, split: str) -> str:
-    """A score's metric name on `split`: test keeps the established names (fid, test_nll, ...);
-    validation prefixes `val_` (val_fid, val_nll, ...)."""
-    if split == "test":
-        return name if name in TEST_NAMES or name.startswith("test_") else f"test_{name}"
-    return "val_" + name.removeprefix("test_")
 
 
 def fid_samples(model: Any, settings: ScoreSettings) -> torch.Tensor:

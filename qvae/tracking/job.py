@@ -28,7 +28,8 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for, model_inputs
-from qvae.metrics.scores import final_scores, score_details, split_name
+from qvae.metrics.names import split_name
+from qvae.metrics.scores import final_scores, score_details
 from qvae.models.build import build_model
 from qvae.models.qvae import QVAE
 from qvae.priors.build import kl_uniform_method, log_z_method
@@ -141,10 +142,9 @@ class MlflowEpochLogger:
                                                              dst_path=str(self.workdir / "resumed")))
         except (MlflowException, OSError):  # no frames logged yet
             local = self.workdir / "resumed"
-        frames = sorted(local.glob("epoch_*.png"))
-        self.frames = [f for f in frames if int(f.stem.removeprefix("epoch_")) <= through_epoch]
-        drawn = {int(f.stem.removeprefix("epoch_")) for f in self.frames}
-        if through_epoch % self.options.tsne_interval == 0 and through_epoch not in drawn:
+        by_epoch = {int(f.stem.removeprefix("epoch_")): f for f in local.glob("epoch_*.png")}
+        self.frames = [by_epoch[epoch] for epoch in sorted(by_epoch) if epoch <= through_epoch]
+        if through_epoch % self.options.tsne_interval == 0 and through_epoch not in by_epoch:
             self.tsne_frame(model.eval(), through_epoch)
 
     def on_epoch_end(self, report: EpochReport) -> None:
