@@ -31,7 +31,7 @@ VALIDATION_SIZE = 10_000  # the DVAE/IWAE validation split: the training file's 
 # What may change when a killed run is resumed: more epochs, and the device (the numbers then
 # continue on another machine, equal in distribution but not bit for bit). Anything else would
 # continue a different experiment in the same run.
-RESUME_MAY_DIFFER = ("epochs", "device")
+RESUME_MAY_DIFFER = ("epochs", "device", "cuda_graphs")
 # What only a Boltzmann prior reads: a Gaussian-prior run neither logs nor compares these
 BOLTZMANN_ONLY = ("num_visible", "num_hidden", "gamma", "trotter_slices", "sampler", "sampler_chains", "sampler_sweeps",
                   "sa_initial_temperature", "sa_final_temperature", "kaiwu_solver", "generate_sweeps", "log_z_chains",
@@ -78,6 +78,8 @@ class Config:
     lr: float = setting(1e-3, "Adam learning rate", low=0.0, low_open=True)
     seed: int = setting(0, "seed of every random stream (data order, noise, sampler chains)", low=0)
     device: str = setting("auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES, prefixes=("cuda:",))
+    cuda_graphs: bool = setting(True, "on CUDA, replay each training step as a captured CUDA graph (false: eager "
+                                "steps, e.g. to debug; the numbers are the same)")
     # negative phase sampler
     sampler: str = setting("pcd", "pcd | sa | kaiwu (any kaiwu IsingSolver, e.g. the licensed SA/CIM) | pimc (QBM)",
                            choices=SAMPLERS)

@@ -25,14 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from qvae.config import Config, ConfigError
-from qvae.data.mnist import MnistData, batches, binarize_batch, model_inputs, num_batches, train_mean
+from qvae.data.mnist import MnistData, batches, model_inputs, num_batches, train_mean
+from qvae.flops import epoch_flops, peak_flops, utilisation
 from qvae.models.build import Model, build_model
 from qvae.priors.samplers import Sampler
+from qvae.train_step import DIVERGED_LOSS, TrainStep, graphs_available
 
 CHECKPOINT_VERSION = 1
 LAST_CHECKPOINT = "last.pt"
-# nats per image; MNIST losses are ~1e2 (a random decoder ~5e2): beyond it, or NaN/inf, the run diverged
-DIVERGED_LOSS = 1e8
 DIVERGENCE_CHECK_STEPS = 20  # on accelerators: read the on-device health flag every N steps
 BEST_CHECKPOINT = "best.pt"
 PRIOR_LEARNING_NATS = 1.0  # prior_kl_uniform below this at the end: the prior has not learned (a warning)
@@ -136,7 +136,9 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     prior = model.latent_prior
     sampler = prior.make_sampler()  # None for the Gaussian prior: no negative phase
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"))
+    use_graph = graphs_available(device, config.cuda_graphs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"),
+                                 capturable=use_graph)
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
     noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     eval_rng = torch.Generator(device=device).manual_seed(config.seed + 2)
@@ -167,26 +169,20 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     check_every = 1 if device.type == "cpu" else DIVERGENCE_CHECK_STEPS  # on a GPU, sync only now and then
     result = TrainResult(model, sampler, history, str(device), best_epoch=best_epoch, best_state=best_state)
 
+    step = TrainStep(model, optimizer, sampler, noise_rng, dynamic=dynamic, batch_size=config.batch_size,
+                     use_graph=use_graph)
+    flops, peak = epoch_flops(model, len(train_x), len(val_x)), peak_flops(device)
     for epoch in range(start_epoch, config.epochs + 1):
         started = time.perf_counter()
         model.train()
-        sums: dict[str, torch.Tensor] = {}
+        step.start_epoch()
         bar = tqdm(batches(train_x, train_y, config.batch_size, shuffle=True, generator=shuffle_rng),
                    total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
-        healthy = torch.ones((), dtype=torch.bool, device=device)  # all losses so far finite and bounded
-        for step, (xb, _) in enumerate(bar, start=1):
-            if dynamic:
-                xb = binarize_batch(xb, noise_rng)
-            terms = model.training_step(xb, sampler, noise_rng)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.detach() * len(xb)
-            healthy &= terms["loss"].detach().abs() < DIVERGED_LOSS  # NaN compares False
-            if step % check_every == 0 or step == steps:
-                _check_healthy(healthy, epoch, step, terms, config)
-        train_terms = {name: (total / len(train_x)).item() for name, total in sums.items()}
+        for index, (xb, _) in enumerate(bar, start=1):
+            step.step(xb)
+            if index % check_every == 0 or index == steps:
+                _check_healthy(step.healthy(), epoch, index, step.last, config)
+        train_terms = step.epoch_terms(len(train_x))
         if not all(math.isfinite(v) for v in train_terms.values()):
             raise DivergenceError(f"epoch {epoch}: non-finite training terms {train_terms}")
 
@@ -203,6 +199,9 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         metrics.update(train_terms)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
         metrics["epoch_seconds"] = time.perf_counter() - started
+        used = utilisation(flops, metrics["epoch_seconds"], peak)
+        if used is not None:
+            metrics["flops_utilisation"] = used
         history.append(metrics)
 
         score = metrics[elbo_key(metrics, "val_")]

@@ -47,9 +47,9 @@ def test_unknown_fields_are_refused_and_round_trip(tmp_path):
     assert Config.load(tmp_path / "c.json") == c
 
 
-def test_resume_may_change_only_epochs_and_device():
+def test_resume_may_change_only_epochs_device_and_cuda_graphs():
     saved = Config(epochs=2, device="cpu").to_dict()
-    assert Config(epochs=5, device="cuda:1").resume_mismatches(saved) == []
+    assert Config(epochs=5, device="cuda:1", cuda_graphs=False).resume_mismatches(saved) == []
     assert Config(epochs=5, dist_beta=5.0, seed=3).resume_mismatches(saved) == ["dist_beta", "seed"]
     logged = {k: str(v) for k, v in saved.items()}  # MLflow params are strings; a float may be written 1e-06
     assert Config(epochs=5).resume_mismatches({**logged, "kl_beta": "0.000001"}) == []
@@ -61,7 +61,8 @@ def test_resume_may_change_only_epochs_and_device():
 def test_check_resumable_names_the_field_or_the_epochs():
     saved = Config(epochs=2).to_dict()
     Config(epochs=3).check_resumable(saved, 2, "run abc")
-    with pytest.raises(ConfigError, match=r"equal run abc's except epochs, device; dist_beta: saved 10.0, given 5.0"):
+    with pytest.raises(ConfigError,
+                       match=r"equal run abc's except epochs, device, cuda_graphs; dist_beta: saved 10.0, given 5.0"):
         Config(epochs=3, dist_beta=5.0).check_resumable(saved, 2, "run abc")
     with pytest.raises(ConfigError, match=r"run abc is at epoch 2; epochs must be > 2 to continue it, got 2"):
         Config(epochs=2).check_resumable(saved, 2, "run abc")

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from qvae.priors.qbm_exact import check_gamma, trotter_coupling
 from qvae.priors.rbm import RBM
-from qvae.priors.samplers import GeneratorState, bernoulli
+from qvae.priors.samplers import GeneratorState, bernoulli, restore_in_place
 
 
 def path_energy(prior: RBM, v: Tensor, h: Tensor, gamma: float) -> Tensor:
@@ -117,12 +117,21 @@ class PIMCSampler:
                 or (self.visible.shape, self.hidden.shape) != shapes:
             self.num_chains = n
             self.visible, self.hidden = uniform_paths(prior, n, self.slices, gen)
-        v = self.visible.to(device=device, dtype=dtype)
-        h = self.hidden.to(device=device, dtype=dtype)
+        self.visible = self.visible.to(device=device, dtype=dtype)
+        self.hidden = self.hidden.to(device=device, dtype=dtype)
+        v, h = self.visible, self.hidden
         for gamma in self.anneal_gamma or [self.gamma] * self.sweeps:
             v, h = pimc_sweep(prior, v, h, gamma, gen, self.update)
-        self.visible, self.hidden = v, h
+        self.visible.copy_(v)  # in place: the paths stay the tensors a captured training step reads
+        self.hidden.copy_(h)
         return torch.cat([v[:, 0], h[:, 0]], dim=1)
+
+    def graph_inputs(self) -> tuple[Any, ...] | None:
+        """The state a captured training step reads and updates in place (train_step.py); None while
+        annealing (every call starts fresh paths)."""
+        if self.anneal_gamma is not None or self.visible is None or self.hidden is None:
+            return None
+        return self.visible, self.hidden, self._rng.generator
 
     def state_dict(self) -> dict[str, Any]:
         return {"num_chains": self.num_chains, "slices": self.slices, "sweeps": self.sweeps,
@@ -133,7 +142,8 @@ class PIMCSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_chains, self.slices, self.sweeps = state["num_chains"], state["slices"], state["sweeps"]
         self.gamma, self.anneal_gamma, self.update = state["gamma"], state["anneal_gamma"], state["update"]
-        self.visible, self.hidden = _copy(state["visible"]), _copy(state["hidden"])
+        self.visible = restore_in_place(self.visible, state["visible"])
+        self.hidden = restore_in_place(self.hidden, state["hidden"])
         self._rng.load(state["rng"])
 
 

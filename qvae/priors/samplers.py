@@ -72,11 +72,26 @@ class GeneratorState:
         return {"seed": self.seed, "device": str(self.generator.device), "rng": self.generator.get_state()}
 
     def load(self, state: dict[str, Any]) -> None:
+        """Restore `state`; a generator already on the saved device is set in place (a captured CUDA
+        graph keeps reading the same generator)."""
         self.seed = state["seed"]
-        self.generator = None
-        if "rng" in state:
+        if "rng" not in state:
+            self.generator = None
+        elif self.generator is not None and self.generator.device == torch.device(state["device"]):
+            self.generator.set_state(state["rng"])
+        else:
             self.generator = torch.Generator(device=state["device"])
             self.generator.set_state(state["rng"])
+
+
+def restore_in_place(current: Tensor | None, saved: Tensor | None) -> Tensor | None:
+    """`saved` copied into `current` when the shapes and dtypes agree (the tensor a captured CUDA graph
+    reads stays the same object), else a copy of `saved`."""
+    if saved is None:
+        return None
+    if current is not None and current.shape == saved.shape and current.dtype == saved.dtype:
+        return current.copy_(saved)
+    return saved.detach().clone()
 
 
 class PCDSampler:
@@ -103,16 +118,21 @@ class PCDSampler:
             self.chains = random_visible(prior, n, gen)
         self.chains = self.chains.to(prior.weight)
         v, h = gibbs_sweeps(prior, self.chains, self.sweeps, gen)
-        self.chains = v
+        self.chains.copy_(v)  # in place: the chains stay one tensor (what a captured training step reads)
         return torch.cat([v, h], dim=1)
+
+    def graph_inputs(self) -> tuple[Any, ...] | None:
+        """The state a captured training step reads and updates in place (train_step.py)."""
+        return None if self.chains is None else (self.chains, self._rng.generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {"num_chains": self.num_chains, "sweeps": self.sweeps,
-                "chains": None if self.chains is None else self.chains.cpu(), "rng": self._rng.state()}
+                "chains": None if self.chains is None else self.chains.detach().to("cpu", copy=True),
+                "rng": self._rng.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_chains, self.sweeps = state["num_chains"], state["sweeps"]
-        self.chains = state["chains"]
+        self.chains = restore_in_place(self.chains, state["chains"])
         self._rng.load(state["rng"])
 
 
