@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: runs in CI and on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure  # not pyplot: no global figure state, so a worker thread may draw
+from matplotlib.lines import Line2D
+from PIL import Image
+from torchvision.utils import make_grid
 
 
 def grid_image(images: torch.Tensor, nrow: int = 8, side: int = 28, scale: int = 2) -> Image.Image:
@@ -40,7 +40,8 @@ def save_training_curves(history: Sequence[dict[str, float]], path: str | Path,
     names = [n for n in names if any(n in h for h in history)]
     cols = 2
     rows = max(1, math.ceil(len(names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(5 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     epochs = list(range(1, len(history) + 1))
     for ax, name in zip(axes.flat, names):
         for key, style in ((name, "-o"), (f"val_{name}", "--s")):
@@ -55,7 +56,6 @@ def save_training_curves(history: Sequence[dict[str, float]], path: str | Path,
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -133,13 +133,13 @@ def embedding_limits(embeddings: Sequence[np.ndarray], margin: float = 0.05) -> 
     return ((center[0] - half, center[0] + half), (center[1] - half, center[1] + half))
 
 
-def _draw_embedding(ax: plt.Axes, embedding: np.ndarray, labels: np.ndarray, title: str,
+def _draw_embedding(ax: Axes, embedding: np.ndarray, labels: np.ndarray, title: str,
                     limits: Limits | None, point_size: float) -> None:
     """Scatter coloured by digit with a fixed 0..9 legend (same in every frame)."""
-    colors = plt.get_cmap("tab10").colors
+    colors = matplotlib.colormaps["tab10"].colors
     ax.scatter(embedding[:, 0], embedding[:, 1], c=np.asarray(colors)[labels % 10],
                s=point_size, linewidths=0, rasterized=True)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[d], label=str(d))
+    handles = [Line2D([], [], marker="o", linestyle="", color=colors[d], label=str(d))
                for d in range(10)]
     ax.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5),
               frameon=False, handletextpad=0.2)
@@ -159,12 +159,12 @@ def _save_embedding(embedding: np.ndarray | torch.Tensor, labels: np.ndarray | t
     digits = _as_array(labels, np.int64).reshape(-1)
     if len(digits) != len(points):
         raise ValueError(f"{len(points)} points but {len(digits)} labels")
-    fig, ax = plt.subplots(figsize=figsize)
+    fig = Figure(figsize=figsize)
+    ax = fig.subplots()
     point_size = float(np.clip(6000 / max(len(points), 1), 1.0, 12.0))
     _draw_embedding(ax, points, digits, title, limits, point_size)
     fig.subplots_adjust(left=0.03, right=0.85, bottom=0.03, top=0.93)  # fixed: same pixels
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 

@@ -12,6 +12,9 @@ import pytest
 from qvae.data.fetch import AssetError, DataError, ensure_mnist
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Runs log MLflow's system metrics by default (a sampling thread per run); the suite's hundreds of short
+# runs leave it off, and tests/test_job_records.py turns it on where it checks it.
+os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,9 @@ TIMINGS = ("seconds", "_time", "duration")  # wall-clock figures: not part of th
 
 
 def _numbers(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in sorted(metrics.items()) if not any(t in k for t in TIMINGS)}
+    from qvae.timing import is_wall_clock
+
+    return {k: v for k, v in sorted(metrics.items()) if not any(t in k for t in TIMINGS) and not is_wall_clock(k)}
 
 
 def _env(store: Path) -> dict[str, str]:

@@ -265,14 +265,19 @@ def test_grid_clamps_values_outside_0_1(tmp_path: Path) -> None:
 
 def _curves(history: list[dict[str, float]], path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
     """save_training_curves(history, path), returning its figure's axes as it was saved."""
-    figures = []
-    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure for inspection
+    from matplotlib.figure import Figure
+
+    figures, savefig = [], Figure.savefig
+
+    def keep(fig, *args, **kwargs):  # keep the figure for inspection
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
     save_training_curves(history, path)
     monkeypatch.undo()
     assert len(figures) == 1
-    axes = figures[0].axes
-    plt.close(figures[0])
-    return axes
+    return figures[0].axes
 
 
 def test_training_curves_plot_each_term_against_the_epochs(tmp_path: Path, monkeypatch) -> None:

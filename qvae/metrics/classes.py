@@ -25,14 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: runs in CI and on servers without a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor, nn
 from tqdm import tqdm  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -235,7 +232,8 @@ def class_histogram(counts: Sequence[int], path: str | os.PathLike[str], title: 
     """A PNG bar chart (600 x 350 pixels) of the ten digits' counts, with their entropy in the title."""
     if len(counts) != NUM_CLASSES:
         raise ValueError(f"class_histogram needs {NUM_CLASSES} counts, got {len(counts)}")
-    fig, ax = plt.subplots(figsize=HISTOGRAM_SIZE)
+    fig = Figure(figsize=HISTOGRAM_SIZE)  # not pyplot: safe from a worker thread
+    ax = fig.subplots()
     ax.bar(range(NUM_CLASSES), counts, color="tab:blue")
     ax.axhline(sum(counts) / NUM_CLASSES, color="grey", linestyle="--", linewidth=1, label="uniform")
     ax.set_xticks(range(NUM_CLASSES))
@@ -246,5 +244,4 @@ def class_histogram(counts: Sequence[int], path: str | os.PathLike[str], title: 
     ax.set_title(f"{title}: {entropy}" if title else entropy)
     fig.tight_layout()
     fig.savefig(path, dpi=HISTOGRAM_DPI)
-    plt.close(fig)
     return Path(path)

@@ -29,6 +29,7 @@ from qvae.metrics.names import split_name
 from qvae.metrics.nll import NllResult, test_nll
 from qvae.metrics.probe import ProbeResult, latent_probe
 from qvae.models.qvae import image_seeds
+from qvae.timing import PhaseTimer
 
 __all__ = ["ScoreSettings", "elbo_scores", "fid_scores", "final_scores", "nll_score",
            "probe_score", "score_details", "split_name"]
@@ -119,29 +120,37 @@ def score_details(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 def final_scores(model: Any, data: MnistData, settings: ScoreSettings, *, split: str = "test", seed: int = 0,
-                 progress: bool = False, cache_dir: str | None = None) -> dict[str, Any]:
+                 progress: bool = False, cache_dir: str | None = None,
+                 timer: PhaseTimer | None = None) -> dict[str, Any]:
     """Every score the settings ask for on `split` ("test": once, at the end; "validation": to choose),
     as flat metrics named by `split_name`, plus `nll` / `probe` details when computed.
     `seed` drives the NLL's samples and the probe (the main job passes the config's seed);
     `cache_dir` holds the Inception weights and real-image statistics (default: the qvae cache)."""
     model.eval()
     x, _ = data.split(split)
-    # on validation the chosen epoch's val_elbo (per-epoch series) already is this figure
-    metrics: dict[str, float] = elbo_scores(model, x, split, seed) if split == "test" else {}
+    timer = timer or PhaseTimer()
+    metrics: dict[str, float] = {}
     details: dict[str, Any] = {}
+    if split == "test":  # on validation the chosen epoch's val_elbo (per-epoch series) already is this figure
+        with timer.phase("elbo"):
+            metrics.update(elbo_scores(model, x, split, seed))
     if settings.fid_samples:
-        generated = fid_samples(model, settings)
-        fid = fid_scores(model, x, settings, progress, cache_dir, generated)
+        with timer.phase("fid"):
+            generated = fid_samples(model, settings)
+            fid = fid_scores(model, x, settings, progress, cache_dir, generated)
         metrics.update({split_name(k, split): v for k, v in fid.items()})
-        classes = class_coverage(generated, data, cache_dir, progress)
+        with timer.phase("classes"):
+            classes = class_coverage(generated, data, cache_dir, progress)
         metrics.update({split_name(k, split): classes[k] for k in ("class_entropy", "class_confidence")})
         details["class_counts"] = classes["class_counts"]
     if settings.nll_samples:
-        nll = nll_score(model, x, settings, seed, progress, split)
+        with timer.phase("nll"):
+            nll = nll_score(model, x, settings, seed, progress, split)
         metrics.update(nll.metrics())
         details["nll"] = nll
     if settings.probe_epochs:
-        probe = probe_score(model, data, settings, seed, progress, split)
+        with timer.phase("probe"):
+            probe = probe_score(model, data, settings, seed, progress, split)
         metrics[split_name("latent_accuracy", split)] = probe.accuracy
         details["probe"] = probe
     return {"metrics": metrics, **details}

@@ -26,6 +26,7 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+from qvae.background import BackgroundWork
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for, model_inputs
 from qvae.metrics.names import split_name
@@ -33,6 +34,7 @@ from qvae.metrics.scores import final_scores, score_details
 from qvae.models.build import build_model
 from qvae.models.qvae import QVAE
 from qvae.priors.build import kl_uniform_method, log_z_method
+from qvae.timing import PhaseTimer
 from qvae.tracking.store import (
     check_resume,
     deferred_interrupts,
@@ -119,11 +121,16 @@ def log_dataset(data: MnistData) -> None:
 class MlflowEpochLogger:
     """Train callback: metrics, checkpoints, a generated-digits image series and t-SNE frames."""
 
-    def __init__(self, data: MnistData, options: JobOptions, workdir: Path, seed: int) -> None:
+    def __init__(self, data: MnistData, options: JobOptions, workdir: Path, seed: int, run_id: str | None = None,
+                 work: BackgroundWork | None = None) -> None:
+        """`run_id`: the run the frames go to (default: the active run); `work`: where the t-SNE frames
+        are drawn (default: at once, in this thread)."""
         from qvae.plots import grid_image
 
         self.grid_image = grid_image
         self.options, self.workdir, self.seed = options, workdir, seed
+        self.run_id = run_id or mlflow.active_run().info.run_id
+        self.work = work or BackgroundWork(enabled=False)
         n = min(options.tsne_points, len(data.val_x))  # validation images: the test split is read once, at the end
         self.tsne_x, self.tsne_y = data.val_x[:n], data.val_y[:n].cpu().numpy()
         self.frames: list[Path] = []
@@ -166,16 +173,24 @@ class MlflowEpochLogger:
         model.train()
 
     def tsne_frame(self, model: QVAE, epoch: int) -> None:
+        """The epoch's latent features now (on the device); the t-SNE, PNG and upload as background work."""
+        x = model_inputs(self.tsne_x.to(model.train_bias.device), model.config.binarize)
+        self.work.submit(self._draw_frame, model.latent_features(x).cpu().numpy(), epoch)
+
+    def _draw_frame(self, features: np.ndarray, epoch: int) -> None:
         from qvae.plots import save_tsne_frame, tsne_embedding
 
-        x = model_inputs(self.tsne_x.to(model.train_bias.device), model.config.binarize)
-        features = model.latent_features(x).cpu().numpy()
         embedding = tsne_embedding(features, init=self.previous_embedding, seed=self.seed, quality="fast")
         self.previous_embedding = embedding
         path = save_tsne_frame(embedding, self.tsne_y, self.workdir / "tsne_frames" / f"epoch_{epoch:03d}.png",
                                title=f"epoch {epoch}")
         self.frames.append(path)
-        store_write(mlflow.log_artifact, str(path), artifact_path="tsne_frames")
+        log_artifact(self.run_id, path, "tsne_frames")
+
+
+def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    """Log a file to run `run_id` from any thread (the fluent API's active run is per thread)."""
+    store_write(mlflow.MlflowClient().log_artifact, run_id, str(path), artifact_path)
 
 
 # ---------------------------------------------------------------- the model
@@ -275,10 +290,12 @@ def _start_run(config: Config, options: JobOptions, workdir: Path, parent_run_id
                callbacks: Sequence[Any], data: MnistData | None, on_run_start: Callable[[str], None] | None,
                launched_by_mlflow_run: bool, score_split: str) -> JobResult:
     """Fetch what a resumed run continues from and the data, then run the job inside its MLflow run."""
+    timer = PhaseTimer(resolve_device(config.device))
     resume_from, resumed = (_fetch_resume_checkpoint(options.resume, config, workdir) if options.resume
                             else (None, None))
     if data is None:
-        data = load_mnist_for(config)
+        with timer.phase("data"):
+            data = load_mnist_for(config)
     if resumed is not None and launched_by_mlflow_run:  # `mlflow run` made a fresh run: point it at the real one
         store_write(mlflow.MlflowClient().set_tag, os.environ["MLFLOW_RUN_ID"], "qvae.resumed_run_id", options.resume)
     with tracked_run(run_id=options.resume or None, run_name=None if options.resume else options.run_name or None,
@@ -288,7 +305,7 @@ def _start_run(config: Config, options: JobOptions, workdir: Path, parent_run_id
             on_run_start(run.info.run_id)
         try:
             return _run_in(run, config, options, data, workdir, callbacks, launched_by_mlflow_run, resume_from,
-                           resumed, score_split)
+                           resumed, score_split, timer)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run ends KILLED, its checkpoints stay
             store_write(mlflow.set_tag, "qvae.status", "interrupted")
             log.warning("MLflow run %s stopped; its last completed epoch's checkpoint is logged. Continue it "
@@ -326,30 +343,49 @@ def _fetch_resume_checkpoint(run_id: str, config: Config, workdir: Path) -> tupl
 
 def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, workdir: Path,
             callbacks: Sequence[Any], launched_by_mlflow_run: bool, resume_from: Path | None,
-            resumed: dict[str, Any] | None, score_split: str) -> JobResult:
-    """The main job inside its (new or reopened) MLflow run, in the order things happen:
-    describe the run, train, score once, draw the pictures, log the model."""
-    describe_run(run, config, options, data, launched_by_mlflow_run, resumed)
-    epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed)
-    if resumed is not None and options.tsne_interval:
-        at_checkpoint = build_model(config)
-        at_checkpoint.load_state_dict(resumed["model"])
-        epoch_logger.restore_frames(run.info.run_id, resumed["epoch"], at_checkpoint)
-    result = train(config, data, checkpoint_dir=workdir / "checkpoints", callbacks=[epoch_logger, *callbacks],
-                   progress=options.progress, resume_from=resume_from)
-    if result.best_epoch is not None:
-        store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
-    if result.stopped_early:  # e.g. pruned: the per-epoch record stays, no final scores and no model
-        return JobResult(run.info.run_id, dict(result.history[-1]) if result.history else {}, True)
-    metrics = dict(result.history[(result.best_epoch or len(result.history)) - 1])  # the chosen epoch's
-    model = result.best_model()  # what is scored, pictured and logged: the best-on-validation checkpoint
-    store_write(mlflow.set_tags, {"qvae.checkpoint": CHOSEN_CHECKPOINT, "qvae.scored_split": score_split})
-    scores = final_scores(model, data, options.score_settings(), split=score_split, seed=config.seed,
-                          progress=options.progress)
-    metrics.update(log_scores(scores, config, result, options, workdir, score_split))
-    log_pictures(model, data, result.history, epoch_logger, options, workdir)
-    model_uri = log_generator(model, workdir, options.register_model, result.best_epoch, len(result.history)).model_uri
-    return JobResult(run.info.run_id, metrics, False, model_uri)
+            resumed: dict[str, Any] | None, score_split: str, timer: PhaseTimer) -> JobResult:
+    """The main job inside its (new or reopened) MLflow run, in the order things happen: describe the
+    run, train, score once, draw the pictures, log the model. On an accelerator the t-SNE pictures are
+    drawn by a CPU worker beside the training and scoring (qvae/background.py)."""
+    with timer.phase("data"):
+        describe_run(run, config, options, data, launched_by_mlflow_run, resumed)
+    run_id = run.info.run_id
+    with BackgroundWork(enabled=resolve_device(config.device).type != "cpu") as work:
+        epoch_logger = MlflowEpochLogger(data, options, workdir, config.seed, run_id, work)
+        if resumed is not None and options.tsne_interval:
+            at_checkpoint = build_model(config)
+            at_checkpoint.load_state_dict(resumed["model"])
+            epoch_logger.restore_frames(run_id, resumed["epoch"], at_checkpoint)
+        with timer.phase("train"):
+            result = train(config, data, checkpoint_dir=workdir / "checkpoints",
+                           callbacks=[epoch_logger, *callbacks], progress=options.progress, resume_from=resume_from)
+        if result.best_epoch is not None:
+            store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
+        if result.stopped_early:  # e.g. pruned: the per-epoch record stays, no final scores and no model
+            return JobResult(run_id, dict(result.history[-1]) if result.history else {}, True)
+        metrics = dict(result.history[(result.best_epoch or len(result.history)) - 1])  # the chosen epoch's
+        model = result.best_model()  # what is scored, pictured and logged: the best-on-validation checkpoint
+        store_write(mlflow.set_tags, {"qvae.checkpoint": CHOSEN_CHECKPOINT, "qvae.scored_split": score_split})
+        submit_tsne_pictures(model, data, epoch_logger, options, workdir, work, run_id)
+        scores = final_scores(model, data, options.score_settings(), split=score_split, seed=config.seed,
+                              progress=options.progress, timer=timer)
+        metrics.update(log_scores(scores, config, result, options, workdir, score_split))
+        with timer.phase("pictures"):
+            log_pictures(model, data, result.history, workdir)
+        with timer.phase("model"):
+            model_uri = log_generator(model, workdir, options.register_model, result.best_epoch,
+                                      len(result.history)).model_uri
+        with timer.phase("wait for CPU work"):
+            work.wait()
+    timer.add("tsne", work.busy, beside=work.enabled)
+    log_timings(timer)
+    return JobResult(run_id, metrics, False, model_uri)
+
+
+def log_timings(timer: PhaseTimer) -> None:
+    """`time_<phase>` metrics and the phase table on stdout: where the run's wall clock went."""
+    store_write(mlflow.log_metrics, timer.metrics())
+    print(timer.table(), flush=True)
 
 
 def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData, launched_by_mlflow_run: bool,
@@ -414,20 +450,33 @@ def log_scores(scores: dict[str, Any], config: Config, result: TrainResult, opti
     return metrics
 
 
-def log_pictures(model: QVAE, data: MnistData, history: list[dict[str, float]], epoch_logger: MlflowEpochLogger,
-                 options: JobOptions, workdir: Path) -> None:
-    """Image grids and training curves, the t-SNE GIF of the epochs, and the final t-SNE."""
-    from qvae.plots import assemble_gif, save_tsne, write_pictures
+def log_pictures(model: QVAE, data: MnistData, history: list[dict[str, float]], workdir: Path) -> None:
+    """Image grids (original, reconstruction, generated) and the training curves."""
+    from qvae.plots import write_pictures
 
     for path in write_pictures(model, data.val_x, history, workdir, seed=model.config.seed).values():
         store_write(mlflow.log_artifact, str(path))
-    if epoch_logger.frames:
-        store_write(mlflow.log_artifact, str(assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif")))
+
+
+def submit_tsne_pictures(model: QVAE, data: MnistData, epoch_logger: MlflowEpochLogger, options: JobOptions,
+                         workdir: Path, work: BackgroundWork, run_id: str) -> None:
+    """The t-SNE GIF of the epochs' frames and the final t-SNE of the chosen model, as background work
+    (the features are computed here, on the device, before the scores use it)."""
+    from qvae.plots import assemble_gif, save_tsne
+
+    def gif() -> None:
+        if epoch_logger.frames:  # read when the job runs: after every frame job submitted before it
+            log_artifact(run_id, assemble_gif(epoch_logger.frames, workdir / "tsne_evolution.gif"))
+
+    work.submit(gif)
     n = min(options.tsne_final_points, len(data.val_x))
     if n:
         x = model_inputs(data.val_x[:n].to(model.train_bias.device), model.config.binarize)
         features = model.latent_features(x).cpu().numpy()
-        final = save_tsne(features, data.val_y[:n].cpu().numpy(), workdir / "tsne_final.png",
-                          title=f"latent features of {n} validation images (the chosen checkpoint)",
-                          seed=model.config.seed)
-        store_write(mlflow.log_artifact, str(final))
+
+        def final() -> None:
+            log_artifact(run_id, save_tsne(features, data.val_y[:n].cpu().numpy(), workdir / "tsne_final.png",
+                                           title=f"latent features of {n} validation images (the chosen checkpoint)",
+                                           seed=model.config.seed))
+
+        work.submit(final)

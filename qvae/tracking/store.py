@@ -173,7 +173,7 @@ def tracked_run(**start_kwargs: Any) -> Iterator[Any]:
     """`mlflow.start_run(**start_kwargs)` whose start and end are store writes (store_write).
     The run ends KILLED when a person stopped it (Ctrl-C), FAILED on an error, else FINISHED,
     and it has ended, its writes done, before the caller goes on (e.g. to register a model)."""
-    run = store_write(mlflow.start_run, **start_kwargs)
+    run = store_write(mlflow.start_run, **{"log_system_metrics": system_metrics_wanted(), **start_kwargs})
     status = "FINISHED"
     try:
         yield run
@@ -185,6 +185,20 @@ def tracked_run(**start_kwargs: Any) -> Iterator[Any]:
         raise
     finally:
         store_write(mlflow.end_run, status)
+
+
+SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+
+
+def system_metrics_wanted() -> bool | None:
+    """MLflow's system metrics (CPU/GPU utilisation and memory, `system/*`) for every run when psutil
+    is installed (pynvml, i.e. nvidia-ml-py, adds the GPU's): an idle GPU shows at once. Setting
+    MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING decides instead (None: MLflow reads it)."""
+    import importlib.util
+
+    if os.environ.get(SYSTEM_METRICS_ENV) is not None:
+        return None
+    return True if importlib.util.find_spec("psutil") is not None else None
 
 
 def set_experiment(name: str) -> str:
