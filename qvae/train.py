@@ -33,6 +33,7 @@ from qvae.train_step import DIVERGED_LOSS, TrainStep, graphs_available
 
 CHECKPOINT_VERSION = 1
 LAST_CHECKPOINT = "last.pt"
+PREVIOUS_CHECKPOINT = "previous.pt"  # the epoch before last.pt's: what resume falls back to if last.pt is damaged
 DIVERGENCE_CHECK_STEPS = 20  # on accelerators: read the on-device health flag every N steps
 BEST_CHECKPOINT = "best.pt"
 PRIOR_LEARNING_NATS = 1.0  # prior_kl_uniform below this at the end: the prior has not learned (a warning)
@@ -137,8 +138,9 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     sampler = prior.make_sampler()  # None for the Gaussian prior: no negative phase
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
     use_graph = graphs_available(device, config.cuda_graphs)
+    # capturable on every CUDA run (graph or not): its on-device bias correction makes both paths one computation
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"),
-                                 capturable=use_graph)
+                                 capturable=device.type == "cuda")
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
     noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     eval_rng = torch.Generator(device=device).manual_seed(config.seed + 2)
@@ -150,7 +152,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     callbacks = list(callbacks)
 
     if resume_from is not None:
-        state = load_checkpoint(resume_from, map_location=device)
+        state, _ = load_resumable(resume_from, map_location=device)
         _check_resumable(state, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -221,6 +223,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                 "history": history, "best_elbo": best_elbo, "best_epoch": best_epoch, "best_model": best_state,
             }
             checkpoint = ckpt_dir / LAST_CHECKPOINT
+            if checkpoint.exists():
+                os.replace(checkpoint, ckpt_dir / PREVIOUS_CHECKPOINT)
             save_checkpoint(state, checkpoint)
             if is_best:
                 save_checkpoint(state, ckpt_dir / BEST_CHECKPOINT)
@@ -278,6 +282,28 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
     return state
+
+
+def load_resumable(path: str | os.PathLike[str], map_location: Any = "cpu") -> tuple[dict[str, Any], Path]:
+    """The checkpoint at `path`, or, when it cannot be read (e.g. truncated by a kill during its copy or
+    upload), the previous epoch's beside it (PREVIOUS_CHECKPOINT), with a warning; returns the state
+    and the file used. Raises the first file's error when neither can be read."""
+    path = Path(path)
+    try:
+        return load_checkpoint(path, map_location), path
+    except Exception as err:  # noqa: BLE001 (a damaged file raises anything from zipfile to unpickling)
+        previous = path.with_name(PREVIOUS_CHECKPOINT)
+        if path.name == PREVIOUS_CHECKPOINT or not previous.exists():
+            raise
+        try:
+            state = load_checkpoint(previous, map_location)
+        except Exception:  # noqa: BLE001
+            raise err from None
+        log.warning("%s cannot be read (%s: %s); resuming from %s, epoch %d, the one before it. Epoch %d's "
+                    "metrics, logged before the failure, are logged again by the resumed epoch", path,
+                    type(err).__name__, str(err).splitlines()[0][:200], previous.name, state["epoch"],
+                    state["epoch"] + 1)
+        return state, previous
 
 
 def _check_resumable(state: dict[str, Any], config: Config) -> None:

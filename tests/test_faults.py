@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -149,3 +150,30 @@ def test_sigterm_stops_a_run_killed_with_its_checkpoint_and_says_how_to_continue
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
     assert "checkpoints/last.pt" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "checkpoints")}
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one_and_says_so(tracking_store, mnist_dir, tmp_path):
+    """A kill during the upload of last.pt leaves it truncated on the server: resume uses previous.pt (the
+    epoch before, uploaded first) instead of failing, says so, and ends where an uninterrupted run ends."""
+    from urllib.parse import urlparse
+
+    done = subprocess.run([sys.executable, "-m", "qvae", "run", "--data-dir", str(mnist_dir), *TINY, "--epochs", "2",
+                           "--experiment-name", "faults", "--run-name", "damaged"], capture_output=True, text=True,
+                          timeout=GENEROUS_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = run_named("faults", "damaged")
+    client = MlflowClient()
+    assert {"checkpoints/last.pt", "checkpoints/previous.pt"} <= {a.path for a in client.list_artifacts(
+        run.info.run_id, "checkpoints")}
+    last = Path(urlparse(run.info.artifact_uri).path) / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # what a kill mid-upload leaves
+    proc = qvae_run(mnist_dir, "--resume", run.info.run_id, "--epochs", "3")
+    output, _ = proc.communicate(timeout=GENEROUS_TIMEOUT_S)
+    assert proc.returncode == 0, output[-3000:]
+    assert "cannot be read" in output and "resuming from previous.pt, epoch 1" in output, output[-3000:]
+    losses = sorted(client.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
+    assert [m.step for m in losses] == [1, 2, 2, 3]  # epoch 2 ran again from epoch 1's checkpoint
+    assert losses[1].value == losses[2].value  # ... bit for bit (same device)
+    final = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="checkpoints/last.pt",
+                                                dst_path=str(tmp_path))
+    assert torch.load(final, weights_only=True)["epoch"] == 3

@@ -47,10 +47,11 @@ from qvae.tracking.store import (
 )
 from qvae.train import (
     BEST_CHECKPOINT,
+    PREVIOUS_CHECKPOINT,
     DivergenceError,
     EpochReport,
     TrainResult,
-    load_checkpoint,
+    load_resumable,
     resolve_device,
     train,
 )
@@ -156,7 +157,10 @@ class MlflowEpochLogger:
 
     def on_epoch_end(self, report: EpochReport) -> None:
         # the checkpoint before the metrics: a resumed run re-logs metrics its checkpoint holds (see runs.py)
-        if report.checkpoint is not None:
+        if report.checkpoint is not None:  # the previous epoch's first: one complete checkpoint survives any kill
+            previous = report.checkpoint.with_name(PREVIOUS_CHECKPOINT)
+            if previous.exists():
+                store_write(mlflow.log_artifact, str(previous), artifact_path="checkpoints")
             store_write(mlflow.log_artifact, str(report.checkpoint), artifact_path="checkpoints")
             if report.is_best:
                 store_write(mlflow.log_artifact, str(report.checkpoint.with_name(BEST_CHECKPOINT)),
@@ -334,8 +338,8 @@ def _fetch_resume_checkpoint(run_id: str, config: Config, workdir: Path) -> tupl
     (`Config.check_resumable`: the same config but for epochs and device, epochs beyond it)."""
     path = download_checkpoint(run_id, workdir / "resume")
     try:
-        state = load_checkpoint(path)
-    except Exception as err:  # a truncated upload (killed mid-transfer) or a foreign file
+        state, path = load_resumable(path)  # a damaged last.pt (killed mid-upload): the previous epoch's
+    except Exception as err:  # neither can be read, or a foreign file
         raise ConfigError(f"resume: run {run_id}'s checkpoint cannot be read ({type(err).__name__}: {err})") from None
     config.check_resumable(state["config"], state["epoch"], f"run {run_id}")
     return path, state
@@ -375,7 +379,7 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
         with timer.phase("model"):
             model_uri = log_generator(model, workdir, options.register_model, result.best_epoch,
                                       len(result.history)).model_uri
-        with timer.phase("wait for CPU work"):
+        with timer.phase("cpu_wait"):
             work.wait()
     timer.add("tsne", work.busy, beside=work.enabled)
     log_timings(timer)

@@ -256,8 +256,17 @@ def check_resume(run_id: str, config: Config) -> str:
     return CHECKPOINT_ARTIFACT
 
 
+PREVIOUS_CHECKPOINT_ARTIFACT = "checkpoints/previous.pt"  # the epoch before, the fallback of a damaged last.pt
+
+
 def download_checkpoint(run_id: str, directory: Path) -> Path:
+    """The run's last checkpoint, downloaded with the previous epoch's beside it when the run has one
+    (train.load_resumable falls back to it)."""
     directory.mkdir(parents=True, exist_ok=True)
+    names = {a.path for a in MlflowClient().list_artifacts(run_id, "checkpoints")}
+    if PREVIOUS_CHECKPOINT_ARTIFACT in names:
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=PREVIOUS_CHECKPOINT_ARTIFACT,
+                                            dst_path=str(directory))
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT,
                                                     dst_path=str(directory)))
 
