@@ -20,7 +20,8 @@ TINY = dict(epochs=EPOCHS, batch_size=50, hidden_dim=64, latent_dim=16, num_visi
             generate_sweeps=20, fid_samples=16, tsne_interval=1, tsne_points=60, tsne_final_points=100,
             device="cpu", run_name="tiny-e2e")
 PER_EPOCH = ("loss", "cost", "kl", "elbo", "val_loss", "val_cost", "val_kl", "val_elbo", "log_z", "prior_kl_uniform",
-             "epoch_seconds")
+             "epoch_seconds", "flops_utilisation")
+PHASES = ("data", "train", "elbo", "fid", "classes", "nll", "probe", "pictures", "model", "cpu_wait", "tsne")
 ARTIFACTS = ("original.png", "reconstruction.png", "generated.png", "training_curves.png", "tsne_final.png",
              "tsne_evolution.gif", "tsne_frames/epoch_001.png", "tsne_frames/epoch_002.png",
              "checkpoints/last.pt", "checkpoints/best.pt", "fid_results.txt", "class_histogram.png")
@@ -44,6 +45,8 @@ def finished_run(tmp_path_factory, mnist_dir, inception_cache):
     env["QVAE_CACHE_DIR"] = str(inception_cache)
     (tmp / "tmp").mkdir()
     env["TMPDIR"] = str(tmp / "tmp")  # where the run's local copies go (no output_dir given)
+    env.pop("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", None)  # the product's default: system metrics on (psutil)
+    env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     client.create_experiment("e2e", artifact_location=(tmp / "artifacts").as_uri())
     params = [arg for k, v in {**TINY, "data_dir": str(mnist_dir)}.items() for arg in ("-P", f"{k}={v}")]
@@ -51,6 +54,7 @@ def finished_run(tmp_path_factory, mnist_dir, inception_cache):
                            "--experiment-name", "e2e", *params], env=env, capture_output=True, text=True,
                           timeout=900, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    (tmp / "output.txt").write_text(proc.stdout + proc.stderr)
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
     assert len(runs) == 1
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
@@ -99,6 +103,22 @@ def test_every_metric_has_one_value_per_epoch(finished_run):
     assert 0 <= m["class_entropy"] <= math.log(10) + 1e-9 and 0 < m["class_confidence"] <= 1
     assert m["test_elbo"] == pytest.approx(-m["test_cost"] - m["test_kl"])
     assert run.data.params["nll_samples"] == "1000" and run.data.params["probe_epochs"] == "100"
+
+
+def test_the_run_says_where_its_time_went(finished_run):
+    """time_<phase> for every phase the run had, inside phases adding up to at most the wall clock, the
+    same table printed at the end, flops_utilisation a fraction, and MLflow's system metrics."""
+    client, run, env = finished_run
+    m = run.data.metrics
+    for phase in PHASES:
+        assert m[f"time_{phase}"] >= 0, phase
+    inside = sum(m[f"time_{p}"] for p in PHASES if p != "tsne")  # the CPU run draws its t-SNE inline
+    assert 0 < inside <= m["time_total"] and m["time_train"] > 0
+    output = (Path(env["TMPDIR"]).parent / "output.txt").read_text()
+    assert "where the time went" in output and "probe" in output
+    for value in (h.value for h in client.get_metric_history(run.info.run_id, "flops_utilisation")):
+        assert 0 < value < 1
+    assert any(k.startswith("system/cpu_utilization") for k in m), sorted(m)
 
 
 def test_artifacts_exist_and_images_decode(finished_run, tmp_path):

@@ -59,7 +59,7 @@ def train_probe(train_features: Tensor, train_labels: Tensor, test_features: Ten
         probe = nn.Sequential(nn.Linear(train_features.shape[1], hidden), nn.ReLU(),
                               nn.Linear(hidden, classes)).to(device)
     graphed = cuda_graphs and device.type == "cuda" and len(train_features) >= batch_size
-    optimizer = torch.optim.Adam(probe.parameters(), lr=lr, capturable=graphed)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr, capturable=device.type == "cuda")  # same on both paths
     x, y = train_features.float(), train_labels.long().to(device)
     threads = torch.get_num_threads()
     if device.type == "cpu":  # small batches: extra threads only add contention (see the module docstring)
