@@ -1,5 +1,6 @@
 """Multi-host mode for real: Optuna on PostgreSQL, MLflow through `mlflow server` on PostgreSQL with
-served artifacts, three worker processes, one of them killed with SIGKILL in the middle of a trial.
+served artifacts and basic authentication (the workers log in as a non-admin worker user, credentials
+in their environment), three worker processes, one of them killed with SIGKILL in the middle of a trial.
 
 Needs QVAE_TEST_POSTGRES_URL (`.ci/run` starts a throwaway cluster); skips with the reason otherwise.
 """
@@ -20,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.servers import fresh_database, mlflow_server, postgres_admin_url
+from tests.servers import BasicAuth, fresh_database, mlflow_server, postgres_admin_url, secrets_found
 from tests.waiting import GENEROUS_TIMEOUT_S, wait_until
 from tuning.objective import RUN_ID_ATTR, WORKER_ATTR
 from tuning.study import counted_trials
@@ -38,12 +39,14 @@ TRIAL_FLAGS = ["--epochs", "2", "--batch-size", "64", "--hidden-dim", "32", "--l
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Fresh Optuna and MLflow databases and an `mlflow server` on the latter (served artifacts)."""
+    """Fresh Optuna and MLflow databases and an authenticated `mlflow server` on the latter (served
+    artifacts; its users in SQLite in the tmp dir)."""
     admin = postgres_admin_url()
     tmp = tmp_path_factory.mktemp("multihost")
+    auth = BasicAuth.fresh(tmp / "auth")
     with fresh_database(admin, "optuna") as optuna_db, fresh_database(admin, "mlflow") as mlflow_db:
-        with mlflow_server(mlflow_db, tmp / "served-artifacts", tmp / "server.log") as url:
-            yield dict(admin=admin, optuna_db=optuna_db, tracking=url, tmp=tmp)
+        with mlflow_server(mlflow_db, tmp / "served-artifacts", tmp / "server.log", auth=auth) as url:
+            yield dict(admin=admin, optuna_db=optuna_db, tracking=url, tmp=tmp, auth=auth)
 
 
 def children_of(pid: int) -> set[int]:
@@ -74,11 +77,11 @@ def kill_a_worker_mid_trial(coordinator: subprocess.Popen, storage) -> int:
     return number
 
 
-def test_three_workers_survive_a_killed_one(cluster):
-    tmp, admin = cluster["tmp"], cluster["admin"]
-    password = admin.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    tracking = cluster["tracking"].replace("http://", f"http://qvae:{password}@")  # credentials must not leak either
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking, "QVAE_OPTUNA_STORAGE": cluster["optuna_db"],
+def test_three_workers_survive_a_killed_one(cluster, monkeypatch):
+    tmp, admin, auth = cluster["tmp"], cluster["admin"], cluster["auth"]
+    password = admin.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]  # PostgreSQL's, in the storage URL
+    env = {**os.environ, "MLFLOW_TRACKING_URI": cluster["tracking"], **auth.worker.env(),
+           "QVAE_OPTUNA_STORAGE": cluster["optuna_db"],
            "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_RUN_ID", None)
@@ -110,8 +113,11 @@ def test_three_workers_survive_a_killed_one(cluster):
         output[-5000:])
 
     # one MLflow child run per trial (the killed one FAILED), no duplicates, all under one parent
+    for key, value in auth.worker.env().items():  # this process reads as the worker too
+        monkeypatch.setenv(key, value)
     client = MlflowClient(tracking_uri=cluster["tracking"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {r.info.user_id for r in runs} == {auth.worker.username}
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = {r.info.run_id: r for r in runs if "mlflow.parentRunId" in r.data.tags}
     assert len(parents) == 1 and len(children) == len(trials)
@@ -131,17 +137,13 @@ def test_three_workers_survive_a_killed_one(cluster):
     assert "checkpoints/last.pt" in names
     assert list((tmp / "served-artifacts").rglob("last.pt")), "artifacts did not go to the served destination"
 
-    # the password (in the storage URL and the tracking URI) reaches neither MLflow nor the logs
-    assert password not in output
-    for run in runs:
-        assert password not in repr(run.data.params) + repr(run.data.tags)
+    # no password (PostgreSQL's in the storage URL, the tracking users') reaches MLflow or the logs
     assert parents[0].data.params["storage_url"].count("***") == 1
-    for i, where in enumerate(({"run_id": parents[0].info.run_id}, {"run_id": champion.tags["run_id"]},
-                               {"artifact_uri": client.get_model_version_download_uri("qvae-multihost",
-                                                                                     champion.version)})):
-        local = Path(mlflow.artifacts.download_artifacts(**where, dst_path=str(tmp / "scan" / str(i)),
-                                                         tracking_uri=cluster["tracking"]))
-        texts = [f for f in local.rglob("*") if f.is_file() and f.stat().st_size < 2_000_000]
-        assert texts, where
-        leaks = [str(f) for f in texts if password.encode() in f.read_bytes()]
-        assert not leaks, leaks
+    folders = [Path(mlflow.artifacts.download_artifacts(**where, dst_path=str(tmp / "scan" / str(i)),
+                                                        tracking_uri=cluster["tracking"]))
+               for i, where in enumerate(({"run_id": parents[0].info.run_id}, {"run_id": champion.tags["run_id"]},
+                                          {"artifact_uri": client.get_model_version_download_uri(
+                                              "qvae-multihost", champion.version)}))]
+    leaks = secrets_found([password, auth.worker.password, auth.admin.password], runs=runs,
+                          logs={"coordinator": output}, folders=folders)
+    assert not leaks, leaks
