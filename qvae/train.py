@@ -152,7 +152,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     callbacks = list(callbacks)
 
     if resume_from is not None:
-        state, _ = load_resumable(resume_from, map_location=device)
+        state, _ = load_resumable(resume_from)  # on the CPU: generator states must be CPU byte tensors
         _check_resumable(state, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

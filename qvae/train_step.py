@@ -10,8 +10,9 @@ replayed step is the same computation as the eager one and the generators' state
 checkpoints save) advance the same way.
 
 Everything else runs the same step eagerly: CPUs and MPS (a graph would not help there), the
-last, smaller batch of an epoch, samplers whose state is not fixed in place (`graph_inputs`
-returns None: SA, kaiwu, annealed PIMC), and any step whose capture fails (a warning says why).
+last, smaller batch of an epoch, and samplers whose state is not fixed in place (`graph_inputs`
+returns None: SA, kaiwu, annealed PIMC). A capture that fails stops the run with its reason and the
+cure (cuda_graphs=false): the generators it registered cannot be used eagerly afterwards.
 """
 
 from __future__ import annotations
@@ -84,9 +85,7 @@ class TrainStep:
             if self._eager_full_steps < WARMUP_STEPS:
                 self._warm_up(x)
                 return
-            if not self._capture():
-                self._eager(x)
-                return
+            self._capture()
         assert self._static_x is not None and self._graph is not None
         self._static_x.copy_(x)
         self._graph.replay()
@@ -118,7 +117,9 @@ class TrainStep:
             self.sums = torch.zeros_like(values)
         self.sums.add_(values * len(x))
         self.flag.logical_and_(values[self.names.index("loss")].abs() < DIVERGED_LOSS)  # NaN compares False
-        return terms
+        # detached: a kept loss would keep its autograd graph, and with it the parameters' gradient-accumulation
+        # nodes of this step's stream, alive into the capture (which then fails)
+        return {name: value.detach() for name, value in terms.items()}
 
     def _eager(self, x: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -134,8 +135,8 @@ class TrainStep:
             self._eager(x)
         torch.cuda.current_stream(self.device).wait_stream(side)
 
-    def _capture(self) -> bool:
-        """Record one step into a CUDA graph; False (and a warning, once) when this step cannot be."""
+    def _capture(self) -> None:
+        """Record one step into a CUDA graph (an error naming the cure, cuda_graphs=false, when it cannot be)."""
         generators = [self.noise_rng] + ([g for g in self.sampler.graph_inputs() if isinstance(g, torch.Generator)]
                                          if self.sampler is not None else [])
         graph = torch.cuda.CUDAGraph()
@@ -148,11 +149,8 @@ class TrainStep:
             self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the gradients
             with torch.cuda.graph(graph, pool=pool):
                 captured = self._terms(self._static_x)
-        except RuntimeError as err:  # e.g. an op that syncs with the host cannot be captured
-            torch.cuda.synchronize(self.device)
-            log.warning("training steps run without a CUDA graph (capture failed: %s)", str(err).splitlines()[0])
-            self.use_graph, self._graph = False, None
-            return False
+        except RuntimeError as err:  # e.g. an op that syncs with the host; the registered generators stay unusable
+            raise RuntimeError(f"the training step could not be captured as a CUDA graph ({str(err).splitlines()[0]}); "
+                               f"run with cuda_graphs=false (--cuda-graphs false) to train with eager steps") from err
         self._graph, self._graph_inputs, self._graph_terms = graph, self._sampler_ids(), captured
         self.captures += 1
-        return True
