@@ -80,26 +80,30 @@ def main() -> None:
     args = parser.parse_args()
 
     data = load_mnist(args.data_dir)
-    rows, model = [], None
-    for run in args.runs:
-        sampler, gamma = run.split(":")
-        config = Config(epochs=args.epochs, device=args.device, sampler=sampler, gamma=float(gamma),
-                        trotter_slices=args.slices, data_dir=args.data_dir, train_size=args.train_size)
-        r = compare(config, data)
-        model = model or r.pop("model")
-        rows.append((f"{sampler} gamma={float(gamma):g}" + (f" P={args.slices}" if sampler == "pimc" else ""), r))
-    device = model.train_bias.device
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     hardware = torch.cuda.get_device_name() if device.type == "cuda" else (
         f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
-    print(f"# training epoch (235 steps of the default config incl. validation and log Z), eager vs CUDA graph, "
+    print(f"# training epoch (the default config's steps, validation and log Z), eager vs CUDA graph, "
           f"{args.epochs} epochs | torch {torch.__version__} | {device} ({hardware})")
     print(f"{'prior / sampler':22s} {'eager s':>8s} {'graph s':>8s} {'speed-up':>8s} {'mfu eager':>9s} "
-          f"{'mfu graph':>9s} {'max |loss diff|':>15s} {'max |weight diff|':>17s}")
-    for label, r in rows:
+          f"{'mfu graph':>9s} {'max |loss diff|':>15s} {'max |weight diff|':>17s}", flush=True)
+    model = None
+    for run in args.runs:  # each row as soon as it is measured; a failing row says why and the others go on
+        sampler, gamma = run.split(":")
+        label = f"{sampler} gamma={float(gamma):g}" + (f" P={args.slices}" if sampler == "pimc" else "")
+        config = Config(epochs=args.epochs, device=args.device, sampler=sampler, gamma=float(gamma),
+                        trotter_slices=args.slices, data_dir=args.data_dir, train_size=args.train_size)
+        try:
+            r = compare(config, data)
+        except RuntimeError as err:
+            print(f"{label:22s} failed: {str(err).splitlines()[0]}", flush=True)
+            continue
+        model = model or r["model"]
         mfu = lambda v: f"{v:9.3f}" if v is not None else f"{'-':>9s}"  # noqa: E731
         print(f"{label:22s} {r['eager']:8.3f} {r['graph']:8.3f} {r['eager'] / r['graph']:8.1f} {mfu(r['mfu_eager'])} "
-              f"{mfu(r['mfu_graph'])} {r['loss_gap']:15.3g} {r['weight_gap']:17.3g}")
-    if args.probe_epochs:
+              f"{mfu(r['mfu_graph'])} {r['loss_gap']:15.3g} {r['weight_gap']:17.3g}", flush=True)
+    if args.probe_epochs and model is not None:
         print("# latent probe (MLP 256 hidden, batch 64, lr 1e-3) on the first run's encoder")
         for label, n, seconds, accuracy in probe_times(model, data, args.probe_epochs, args.probe_eager_epochs):
             print(f"  {label:6s} {n:4d} epochs {seconds:8.2f} s ({seconds / n:.3f} s/epoch)   "

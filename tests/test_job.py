@@ -21,7 +21,8 @@ TINY = dict(epochs=EPOCHS, batch_size=50, hidden_dim=64, latent_dim=16, num_visi
             device="cpu", run_name="tiny-e2e")
 PER_EPOCH = ("loss", "cost", "kl", "elbo", "val_loss", "val_cost", "val_kl", "val_elbo", "log_z", "prior_kl_uniform",
              "epoch_seconds", "flops_utilisation")
-PHASES = ("data", "train", "elbo", "fid", "classes", "nll", "probe", "pictures", "model", "cpu_wait", "tsne")
+PHASES = ("data", "train", "elbo", "generate", "fid", "classes", "nll", "probe", "pictures", "model", "cpu_wait",
+          "tsne")
 ARTIFACTS = ("original.png", "reconstruction.png", "generated.png", "training_curves.png", "tsne_final.png",
              "tsne_evolution.gif", "tsne_frames/epoch_001.png", "tsne_frames/epoch_002.png",
              "checkpoints/last.pt", "checkpoints/best.pt", "fid_results.txt", "class_histogram.png")

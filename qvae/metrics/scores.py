@@ -135,8 +135,9 @@ def final_scores(model: Any, data: MnistData, settings: ScoreSettings, *, split:
         with timer.phase("elbo"):
             metrics.update(elbo_scores(model, x, split, seed))
     if settings.fid_samples:
-        with timer.phase("fid"):
+        with timer.phase("generate"):
             generated = fid_samples(model, settings)
+        with timer.phase("fid"):
             fid = fid_scores(model, x, settings, progress, cache_dir, generated)
         metrics.update({split_name(k, split): v for k, v in fid.items()})
         with timer.phase("classes"):

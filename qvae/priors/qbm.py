@@ -217,7 +217,7 @@ def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generat
     slices = fields.shape[1]
     log_t = -2.0 * coupling
     fields = fields.transpose(0, 1).contiguous()  # (P, chains, m): one contiguous block per slice
-    a = torch.tensor([0.0, 1.0], device=fields.device, dtype=fields.dtype)[:, None, None]
+    a = torch.arange(2, device=fields.device, dtype=fields.dtype)[:, None, None]  # no host copy: capturable
     d = fields[-1] + log_t * (1.0 - 2.0 * a)  # (2, chains, m); S_{P-1}[x, a] = e^{f x} t^[x != a]
     log_s0 = log_t * a  # log S_k[0, a]
     ratios = [d]
