@@ -163,15 +163,19 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: st
 
     Flags left out stay None, so `picked_flags` returns only what the user set and the dataclass
     (or a config file) supplies the rest; `defaults` are what the caller fills in instead of the
-    declared default (shown in the help). Tuple fields take several integers; dict and bool fields
-    are not flags.
+    declared default (shown in the help). Tuple fields take several integers, bool fields true or
+    false; dict fields are not flags.
     """
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.name in skip or (only and f.name not in only):
             continue
         default = (defaults or {}).get(f.name, declared_defaults(cls)[f.name])
-        if isinstance(default, (dict, bool)):
+        if isinstance(default, dict):
+            continue
+        if isinstance(default, bool):  # --name true|false (the MLproject passes a value for every flag)
+            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{prefix}{f.name}", type=parse_bool, default=None,
+                               metavar="true|false", help=flag_help(f, default))
             continue
         flag, dest = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}"
         if isinstance(default, tuple):
@@ -182,6 +186,18 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: st
             group.add_argument(flag, dest=dest, type=_unset_if_empty(type(default)) if empty_is_unset else str,
                                default=None, required=bool(f.metadata.get("required")),
                                metavar=type(default).__name__.upper(), help=flag_help(f, default))
+
+
+def parse_bool(text: str) -> bool | None:
+    """true/false (also 1/0, yes/no, any case) for a bool flag; "" means not given (None)."""
+    value = text.strip().lower()
+    if value == "":
+        return None
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _unset_if_empty(convert: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -43,6 +43,7 @@ CASES = {  # flags (after TINY: the last one wins) -> what the message must say
     "unwritable data_dir": (["--data-dir", "{file}/mnist"], ["data_dir must be a writable directory"]),
     "unusable output_dir": (["--output-dir", "{file}/out"], ["output_dir must be a directory that can be created"]),
     "missing device": (["--device", "cuda:99"], ["device must be auto, cpu or", "cuda:99"]),
+    "cuda_graphs not a bool": (["--cuda-graphs", "maybe"], ["--cuda-graphs", "expected true or false", "'maybe'"]),
     "larger than memory": (["--hidden-dim", "5000000"], ["needs about", "GiB at its peak", "hidden_dim 5000000"]),
     "unreachable server": (["--tracking"], ["tracking_uri http://127.0.0.1:", "MLFLOW_TRACKING_URI",
                                             "is unreachable", "accepted:"]),

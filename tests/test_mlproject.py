@@ -56,7 +56,7 @@ PARSERS: dict[str, tuple[Callable[[], Any], list[str], dict[str, tuple[type, dic
     "evaluate": (qvae_parser, ["evaluate", "--model", "base"], {"ev_": (EvaluateOptions, {})}),
     "generate": (qvae_parser, ["generate", "--model", "base"], {"gen_": (GenerateOptions, {})}),
 }
-MLPROJECT_TYPES = {int: "int", float: "float", str: "string"}
+MLPROJECT_TYPES = {int: "int", float: "float", str: "string", bool: "string"}  # a bool parameter: "true" / "false"
 
 
 @lru_cache(maxsize=None)
@@ -116,6 +116,8 @@ def test_each_parameter_is_a_declared_setting_with_its_default_and_type(entry, p
     assert param in flags_of(ENTRY_POINTS[entry]["command"]), f"{entry}.{param} is not passed by the command"
     name, default = declaration(entry, param)
     assert spec["type"] == MLPROJECT_TYPES[type(default)], (entry, param, spec["type"], type(default))
+    if isinstance(default, bool):
+        default = str(default).lower()
     if (entry, param) in DELIBERATE:
         expected, _ = DELIBERATE[(entry, param)]
         assert spec["default"] == expected != default, f"{entry}.{param}: listed as deliberate but not different"
