@@ -117,32 +117,66 @@ def boltzmann_log_weights(model: Any, x: Tensor, k: int, log_z: float,
     return log_px + log_pz - log_q
 
 
+@dataclass(frozen=True)
+class ClampedPathIntegral:
+    """How the true QBM weights get log p_P(z): AIS of the path integral clamped at z (qbm_likelihood.py)."""
+
+    chains: int
+    betas: int
+
+
 def log_weights(model: Any, x: Tensor, k: int, log_z: float | None,
-                generator: torch.Generator | None = None) -> Tensor:
-    """(K, B) log importance weights; models with their own `log_importance_weights` use it."""
+                generator: torch.Generator | None = None, clamped: ClampedPathIntegral | None = None) -> Tensor:
+    """(K, B) log importance weights; models with their own `log_importance_weights` use it. With
+    `clamped` (a quantum prior) log p(z) is the path-integral estimate of log p_P(z), not the bound."""
     own = getattr(model, "log_importance_weights", None)
     if own is not None:
         return own(x, k, generator)
     if log_z is None:
         raise ValueError("a Boltzmann-prior model needs log Z for its importance weights")
+    if clamped is not None:
+        return quantum_log_weights(model, x, k, log_z, clamped, generator)
     return boltzmann_log_weights(model, x, k, log_z, generator)
+
+
+def quantum_log_weights(model: Any, x: Tensor, k: int, log_z: float, clamped: ClampedPathIntegral,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """log w of K proposals per image with log p_P(z) = log <z|(D T)^P|z> - `log_z` (log Tr (D T)^P)
+    estimated per proposal: an unbiased estimate of each w, so log mean_k w stays a stochastic lower
+    bound on log p_P(x), as with an exact prior."""
+    from qvae.priors.qbm_likelihood import estimate_log_diagonal
+
+    logits = model.encode(x)
+    probs = torch.sigmoid(logits).expand(k, *logits.shape)
+    u = torch.rand(probs.shape, generator=generator, device=x.device, dtype=x.dtype)
+    z = (u < probs).to(x.dtype)  # (K, B, n)
+    zeta = model.smoothing.sample_given_z(z, generator)
+    x_logits = model.decode(zeta)
+    log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
+    log_q = -F.binary_cross_entropy_with_logits(logits.expand_as(z), z, reduction="none").sum(-1)
+    prior = model.latent_prior
+    log_diagonal, _ = estimate_log_diagonal(model.prior, z.reshape(-1, z.shape[-1]), prior.gamma, prior.slices,
+                                            clamped.chains, clamped.betas, generator)
+    return log_px + log_diagonal.reshape(z.shape[:2]).to(log_px.dtype) - log_z - log_q
 
 
 @torch.no_grad()
 def log_likelihoods(model: Any, x: Tensor, samples: int, log_z: float | None,
-                    generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
+                    generator: torch.Generator | None = None, progress: bool = False,
+                    clamped: ClampedPathIntegral | None = None) -> Tensor:
     """Per-image IW estimates of log p(x) (float64, shape (N,)), batched to bound memory."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    k_chunk = max(1, min(samples, ROWS_PER_CHUNK))
-    batch = max(1, ROWS_PER_CHUNK // k_chunk)
+    rows = ROWS_PER_CHUNK if clamped is None else max(1, ROWS_PER_CHUNK // clamped.chains)  # AIS rows per z
+    k_chunk = max(1, min(samples, rows))
+    batch = max(1, rows // k_chunk)
     out = []
     for start in tqdm(range(0, len(x), batch), desc="test NLL", disable=not progress, leave=False):
         xb = x[start:start + batch]
         parts = []
         for k0 in range(0, samples, k_chunk):
             k = min(k_chunk, samples - k0)
-            parts.append(torch.logsumexp(log_weights(model, xb, k, log_z, generator).double(), 0))
+            parts.append(torch.logsumexp(log_weights(model, xb, k, log_z, generator, clamped).double(), 0))
         out.append(torch.logsumexp(torch.stack(parts), 0) - math.log(samples))
     return torch.cat(out)
 
@@ -150,12 +184,16 @@ def log_likelihoods(model: Any, x: Tensor, samples: int, log_z: float | None,
 @torch.no_grad()
 def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chains: int = DEFAULT_AIS_CHAINS,
              ais_betas: int = DEFAULT_AIS_BETAS, seed: int = 0, log_z_method: str = "auto",
-             progress: bool = False, split: str = "test") -> NllResult:
+             progress: bool = False, split: str = "test", clamped_chains: int = 0,
+             clamped_betas: int = 100) -> NllResult:
     """The importance-weighted NLL of `model` on the grey images `x` of `split` (moved to the model's
     device and, for a binarised model, binarised by `model_inputs`' fixed rule).
 
     `samples` is K; `ais_*` set the AIS log Z estimate when the prior is too large to enumerate.
-    Deterministic given `seed` on one device.
+    For a quantum prior, `clamped_chains` > 0 estimates the model's own NLL (not the bound): each
+    proposal's log p_P(z) by AIS of the path integral clamped at z (`clamped_chains` x
+    `clamped_betas` per z, qvae/priors/qbm_likelihood.py), normalised by log Tr (D T)^P (exact for
+    small priors, else path-integral AIS). Deterministic given `seed` on one device.
     """
     if len(x) < 2:
         raise ValueError(f"need at least 2 test images for a standard error, got {len(x)}")
@@ -169,15 +207,25 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
         log_z, log_z_err, how = prior_log_z(model, ais_chains, ais_betas, generator, log_z_method)
     else:  # the Gaussian: normalised, its weights need no log Z
         log_z, log_z_err, how = None, 0.0, "none"
-    ll = log_likelihoods(model, x, samples, log_z, generator, progress)
+    clamped = None
+    if prior.is_bound and clamped_chains > 0:
+        clamped = ClampedPathIntegral(clamped_chains, clamped_betas)
+        if how == "exact":  # the P-slice normaliser, so that p_P(z) sums to one
+            from qvae.priors.qbm_exact import exact_trotter_log_partition
+
+            log_z, how = exact_trotter_log_partition(model.prior, prior.gamma, prior.slices), f"exact_P{prior.slices}"
+    ll = log_likelihoods(model, x, samples, log_z, generator, progress, clamped)
     model.train(was_training)
     se_images = (ll.std() / math.sqrt(len(ll))).item()
-    bound = prior.is_bound
+    bound = prior.is_bound and clamped is None
     name = prior.log_z_symbol
     log_z_text = ("" if how == "none" else f", exact {name}" if how == "exact"
+                  else f", exact log Tr (D T)^P ({how})" if how.startswith("exact_P")
                   else f", AIS {name} ({how}, {ais_chains} chains x {ais_betas} betas)")
     method = (f"importance-weighted, K={samples} per image on {len(x)} {split} images{log_z_text}"
-              + ("; upper bound: log p(z) >= -E(z) - log Z_gamma" if bound else ""))
+              + ("; upper bound: log p(z) >= -E(z) - log Z_gamma" if bound else "")
+              + (f"; log p_P(z) by the path integral clamped at z (AIS, {clamped_chains} chains x {clamped_betas} "
+                 f"betas per z, P={prior.slices}: Trotter error O((gamma/P)^2))" if clamped else ""))
     return NllResult(nll=-ll.mean().item(), stderr=math.sqrt(se_images**2 + log_z_err**2), stderr_images=se_images,
                      samples=samples, images=len(x), log_z=log_z, log_z_stderr=log_z_err, log_z_method=how,
                      bound=bound, method=method, split=split)

@@ -97,7 +97,7 @@ class PIMCSampler:
                                                       for g in anneal_gamma]
         if schedule is not None and not schedule:
             raise ValueError("anneal_gamma must hold at least one Gamma (one per sweep)")
-        _check_slices(slices, max(schedule or [gamma]), update)
+        check_slices(slices, max(schedule or [gamma]), update)
         self.num_chains, self.slices, self.sweeps, self.gamma = num_chains, slices, sweeps, gamma
         self.anneal_gamma, self.update = schedule, update
         self.visible: Tensor | None = None
@@ -147,7 +147,7 @@ class PIMCSampler:
         self._rng.load(state["rng"])
 
 
-def _check_slices(slices: int, max_gamma: float, update: str) -> None:
+def check_slices(slices: int, max_gamma: float, update: str) -> None:
     if max_gamma == 0 and slices >= 1:
         return
     if slices < 2:
@@ -276,7 +276,7 @@ def estimate_qbm_log_z(prior: RBM, gamma: float, slices: int, num_chains: int = 
         return prior.log_partition_ais(num_chains, num_betas, generator)
     if num_chains < 2 or num_betas < 2:
         raise ValueError(f"num_chains and num_betas must be >= 2, got {num_chains}, {num_betas}")
-    _check_slices(slices, gamma, "worldline")
+    check_slices(slices, gamma, "worldline")
     w, dtype = prior.weight, prior.weight.dtype
     a, n = gamma / slices, prior.num_units
     coupling, t = trotter_coupling(gamma, slices), math.tanh(a)
