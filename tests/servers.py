@@ -181,18 +181,19 @@ def api(url: str, path: str, who: Credentials | None, body: dict[str, Any] | Non
 
 @contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float = GENEROUS_TIMEOUT_S, *,
-                  auth: BasicAuth | None = None) -> Iterator[str]:
+                  auth: BasicAuth | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 (a free port) with served artifacts; yields its http URL.
 
     Its temporary files (MLflow leaves a lock file per database there) go to a folder beside `log`.
     With `auth` it runs MLflow's basic authentication (`--app-name basic-auth`), and the worker user
-    exists before the URL is yielded; clients then pass `auth.worker.env()` (or `auth.admin`)."""
+    exists before the URL is yielded; clients then pass `auth.worker.env()` (or `auth.admin`).
+    `env`: more environment variables for the server process."""
     port = free_port()
     bin_dir = Path(sys.executable).parent
     scratch = log.with_name(f"{log.stem}-tmp")
     scratch.mkdir(exist_ok=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "TMPDIR": str(scratch), **(auth.server_env() if auth else {})}
+           "TMPDIR": str(scratch), **(auth.server_env() if auth else {}), **(env or {})}
     app = ["--app-name", "basic-auth"] if auth else []
     with open(log, "w") as out:
         proc = subprocess.Popen([str(bin_dir / "mlflow"), "server", *app, "--backend-store-uri", backend_uri,
