@@ -150,14 +150,19 @@ def test_ais_log_z_error_enters_the_standard_error(tiny):
     assert result.nll == pytest.approx(-truth.mean(), abs=0.06)
 
 
-def test_quantum_prior_gives_an_upper_bound_with_the_true_log_z_gamma() -> None:
-    gamma = 1.0
-    config = Config(**TINY, gamma=gamma, sampler="pimc")
-    model = randomised(QVAE(config), seed=2)
+def tiny_quantum(gamma: float) -> tuple[QVAE, torch.Tensor, float, float, float]:
+    """A tiny QBM-prior model, three images, and (log Tr e^{-H}, the exact NLL, the exact bound NLL)
+    from dense e^{-H} and quadrature over zeta."""
+    model = randomised(QVAE(Config(**TINY, gamma=gamma, sampler="pimc")), seed=2)
     x = torch.tensor(states(6)[[3, 17, 60]], dtype=torch.float32)
     log_diag, log_z_gamma = quantum_diagonal(model, gamma)
     true_nll = -exact_log_px(model, x, log_diag - log_z_gamma).mean()
     bound_nll = -exact_log_px(model, x, -rbm_energy(model, states(6)) - log_z_gamma).mean()
+    return model, x, log_z_gamma, true_nll, bound_nll
+
+
+def test_quantum_prior_gives_an_upper_bound_with_the_true_log_z_gamma() -> None:
+    model, x, log_z_gamma, true_nll, bound_nll = tiny_quantum(1.0)
     assert bound_nll > true_nll + 0.01  # the bound is a real bound here, not an equality
     result = iw_test_nll(model, x, samples=100_000, seed=5)
     assert result.bound and result.name == "test_nll_bound" and "test_nll_bound" in result.metrics()
@@ -195,13 +200,7 @@ def test_the_true_quantum_nll_reaches_the_exact_one_below_the_bound() -> None:
     """With log p(z) from the path integral clamped at z (not the bound), the importance-weighted NLL
     of a tiny QBM-prior model meets the exact NLL (dense e^{-H}, quadrature over zeta) within the
     Trotter, AIS and K errors, and sits below the bound; it is reported as test_nll, not a bound."""
-    gamma = 2.0
-    config = Config(**TINY, gamma=gamma, sampler="pimc")
-    model = randomised(QVAE(config), seed=2)
-    x = torch.tensor(states(6)[[3, 17, 60]], dtype=torch.float32)
-    log_diag, log_z_gamma = quantum_diagonal(model, gamma)
-    true_nll = -exact_log_px(model, x, log_diag - log_z_gamma).mean()
-    bound_nll = -exact_log_px(model, x, -rbm_energy(model, states(6)) - log_z_gamma).mean()
+    model, x, _, true_nll, bound_nll = tiny_quantum(2.0)
     result = iw_test_nll(model, x, samples=500, seed=6, clamped_chains=4, clamped_betas=30)
     assert not result.bound and result.name == "test_nll" and "clamped at z" in result.method
     assert result.log_z_method == "exact_P16"

@@ -102,9 +102,9 @@ def prior_log_z(model: Any, ais_chains: int = DEFAULT_AIS_CHAINS, ais_betas: int
 
 
 # ---------------------------------------------------------------- importance weights
-def boltzmann_log_weights(model: Any, x: Tensor, k: int, log_z: float,
-                          generator: torch.Generator | None = None) -> Tensor:
-    """log w of K proposals per image for the (R/Q)BM-prior QVAE: a (K, B) tensor."""
+def proposals(model: Any, x: Tensor, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """K encoder proposals per image for a Boltzmann-prior QVAE: z ~ q(z|x) (K, B, n), then zeta ~
+    r(zeta|z); returns z, log p(x|zeta) and log q(z|x), each of the last two (K, B)."""
     logits = model.encode(x)  # (B, n)
     probs = torch.sigmoid(logits).expand(k, *logits.shape)
     u = torch.rand(probs.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -113,6 +113,13 @@ def boltzmann_log_weights(model: Any, x: Tensor, k: int, log_z: float,
     x_logits = model.decode(zeta)
     log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
     log_q = -F.binary_cross_entropy_with_logits(logits.expand_as(z), z, reduction="none").sum(-1)
+    return z, log_px, log_q
+
+
+def boltzmann_log_weights(model: Any, x: Tensor, k: int, log_z: float,
+                          generator: torch.Generator | None = None) -> Tensor:
+    """log w of K proposals per image for the (R/Q)BM-prior QVAE, log p(z) = -E(z) - log Z: a (K, B) tensor."""
+    z, log_px, log_q = proposals(model, x, k, generator)
     log_pz = -model.prior.energy(z) - log_z
     return log_px + log_pz - log_q
 
@@ -146,14 +153,7 @@ def quantum_log_weights(model: Any, x: Tensor, k: int, log_z: float, clamped: Cl
     bound on log p_P(x), as with an exact prior."""
     from qvae.priors.qbm_likelihood import estimate_log_diagonal
 
-    logits = model.encode(x)
-    probs = torch.sigmoid(logits).expand(k, *logits.shape)
-    u = torch.rand(probs.shape, generator=generator, device=x.device, dtype=x.dtype)
-    z = (u < probs).to(x.dtype)  # (K, B, n)
-    zeta = model.smoothing.sample_given_z(z, generator)
-    x_logits = model.decode(zeta)
-    log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
-    log_q = -F.binary_cross_entropy_with_logits(logits.expand_as(z), z, reduction="none").sum(-1)
+    z, log_px, log_q = proposals(model, x, k, generator)
     prior = model.latent_prior
     log_diagonal, _ = estimate_log_diagonal(model.prior, z.reshape(-1, z.shape[-1]), prior.gamma, prior.slices,
                                             clamped.chains, clamped.betas, generator)
