@@ -71,3 +71,26 @@ def test_the_cli_refuses_a_model_larger_than_this_machine_in_one_line(capsys, mn
     assert exit_info.value.code == 2
     assert "needs about" in message and "hidden_dim 5000000" in message and "Traceback" not in message
     assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+@pytest.mark.slow  # Inception on 200 images on a CPU: about a minute (make test PYTEST_ARGS="-m slow")
+def test_the_estimate_with_fid_covers_a_scored_tracked_run(mnist_dir, inception_cache, tmp_path):
+    """`qvae run` with FID (Inception on CPU, class coverage) under a real MLflow store: the estimate
+    with its FID and MLflow parts is not below the measured peak (measured: 3.49 GiB estimated, 3.13 GiB)."""
+    import os
+
+    flags = ["run", "--data-dir", str(mnist_dir), "--epochs", "1", "--train-size", "2000", "--validation-size", "1000",
+             "--test-size", "1000", "--device", "cpu", "--log-z-betas", "50", "--fid-samples", "100",
+             "--fid-batch-size", "100", "--tsne-interval", "0", "--tsne-final-points", "0",
+             "--output-dir", str(tmp_path / "out"), "--no-progress"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "QVAE_CACHE_DIR": str(inception_cache), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, "-c", MEASURE, *flags], capture_output=True, text=True, timeout=900,
+                          env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    peak = int(done.stdout.split("PEAK_KIB")[1].split()[0]) * 1024
+    config = Config(train_size=2000, validation_size=1000, test_size=1000, epochs=1, device="cpu", log_z_betas=50)
+    estimate = estimate_peak(config, ScoreSettings(fid_samples=100, fid_batch_size=100), tracked=True)
+    print(f"with FID: estimate {estimate.total / GIB:.2f} GiB ({estimate.describe()}), measured {peak / GIB:.2f} GiB")
+    assert estimate.total >= peak
+    assert estimate.total <= 3 * peak
