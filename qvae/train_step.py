@@ -40,9 +40,9 @@ class TrainStep:
 
     `step(x)` trains on batch `x` (the model's input form; dynamic binarisation happens inside)
     and returns nothing: the terms stay on the device. `start_epoch()` clears the sums,
-    `epoch_terms(n)` reads them once per epoch (the only host sync), `healthy()` is the
-    on-device flag "every loss so far finite and below DIVERGED_LOSS".
-    """
+    `epoch_terms(n)` reads them once per epoch, `healthy()` is the on-device flag "every loss so
+    far finite and below DIVERGED_LOSS" (the training loop reads it every few steps: with the
+    read-out, its only host syncs)."""
 
     def __init__(self, model: Any, optimizer: torch.optim.Optimizer, sampler: Any, noise_rng: torch.Generator,
                  *, dynamic: bool, batch_size: int, use_graph: bool) -> None:
