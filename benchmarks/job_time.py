@@ -22,8 +22,8 @@ from common import cpu_name
 REDUCED = dict(epochs=2, train_size=10_000, fid_samples=1_000, nll_samples=100, nll_images=500, nll_ais_chains=200,
                nll_ais_betas=200, probe_epochs=5, tsne_points=1_000, tsne_final_points=2_000)
 FULL = dict(nll_samples=1_000, nll_images=0, nll_ais_chains=1_000, nll_ais_betas=1_000, probe_epochs=100)
-PHASES = ("data", "train", "elbo", "generate", "fid", "classes", "nll", "probe", "pictures", "model", "cpu_wait",
-          "tsne")
+PHASES = ("data", "train", "elbo", "generate", "fid", "classes", "nll", "probe", "tsne", "pictures", "model",
+          "cpu_wait", "tsne_beside")
 
 
 def main() -> None:
@@ -65,7 +65,7 @@ def main() -> None:
     for phase in PHASES:
         key = f"time_{phase}"
         if key in metrics:
-            label = phase + (" (beside, overlapped)" if phase == "tsne" and device.startswith("cuda") else "")
+            label = phase + (" (overlapped)" if phase == "tsne_beside" else "")
             print(f"{label:28s} {metrics[key]:8.1f}")
     print(f"{'total (run wall clock)':28s} {metrics['time_total']:8.1f}")
     print(f"seconds per epoch: {' '.join(f'{s:.2f}' for s in epochs)}")

@@ -59,7 +59,7 @@ class PhaseTimer:
         total = self.total()
         lines = [f"{title} ({total:.1f} s wall clock)", f"  {'phase':28s} {'seconds':>8s} {'share':>6s}"]
         for name, seconds in self.seconds.items():
-            label = f"{name} (beside, overlapped)" if name in self.beside else name
+            label = f"{name} (overlapped)" if name in self.beside else name
             lines.append(f"  {label:28s} {seconds:8.1f} {seconds / total:6.0%}")
         inside = sum(s for n, s in self.seconds.items() if n not in self.beside)
         lines.append(f"  {'other (start-up, logging)':28s} {max(total - inside, 0.0):8.1f} "

@@ -113,7 +113,8 @@ def test_the_run_says_where_its_time_went(finished_run):
     m = run.data.metrics
     for phase in PHASES:
         assert m[f"time_{phase}"] >= 0, phase
-    inside = sum(m[f"time_{p}"] for p in PHASES if p != "tsne")  # the CPU run draws its t-SNE inline
+    inside = sum(m[f"time_{p}"] for p in PHASES)  # a CPU run draws its t-SNE inline: nothing beside
+    assert "time_tsne_beside" not in m
     assert 0 < inside <= m["time_total"] and m["time_train"] > 0
     output = (Path(env["TMPDIR"]).parent / "output.txt").read_text()
     assert "where the time went" in output and "probe" in output

@@ -370,7 +370,8 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
         metrics = dict(result.history[(result.best_epoch or len(result.history)) - 1])  # the chosen epoch's
         model = result.best_model()  # what is scored, pictured and logged: the best-on-validation checkpoint
         store_write(mlflow.set_tags, {"qvae.checkpoint": CHOSEN_CHECKPOINT, "qvae.scored_split": score_split})
-        submit_tsne_pictures(model, data, epoch_logger, options, workdir, work, run_id)
+        with timer.phase("tsne"):  # on a CPU the final t-SNE itself; on a GPU only its features (drawn beside)
+            submit_tsne_pictures(model, data, epoch_logger, options, workdir, work, run_id)
         scores = final_scores(model, data, options.score_settings(), split=score_split, seed=config.seed,
                               progress=options.progress, timer=timer)
         metrics.update(log_scores(scores, config, result, options, workdir, score_split))
@@ -381,7 +382,8 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
                                       len(result.history)).model_uri
         with timer.phase("cpu_wait"):
             work.wait()
-    timer.add("tsne", work.busy, beside=work.enabled)
+    if work.enabled:  # the worker's t-SNE frames, final t-SNE and GIF, overlapped with the phases above
+        timer.add("tsne_beside", work.busy, beside=True)
     log_timings(timer)
     return JobResult(run_id, metrics, False, model_uri)
 
