@@ -231,6 +231,11 @@ class ScoreSettings:
                                  high=1_000_000)
     probe_epochs: int = setting(0, "epochs of the latent-probe MLP (the seed used 100)", low=0, high=10_000,
                                 note="0 skips the latent probe")
+    nll_clamped_chains: int = setting(0, "a QBM prior's own test NLL beside its bound: AIS chains per importance "
+                                      "sample of the path integral clamped at z", low=0, high=10_000,
+                                      note="0: only the bound test_nll_bound")
+    nll_clamped_betas: int = setting(50, "AIS inverse temperatures per importance sample of that NLL", low=2,
+                                     high=100_000)
 
     def validate_scores(self, images: int = N_TEST, split: str = "test") -> None:
         """The declared ranges, FID and NLL images narrowed to the `images` of `split` available."""

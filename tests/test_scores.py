@@ -100,3 +100,27 @@ def test_job_options_name_the_parameter_and_range():
     with pytest.raises(ConfigError, match=r"nll_ais_betas must be an integer in 2\.\."):
         JobOptions(fid_samples=0, nll_ais_betas=1).validate(config)
     assert mlflow.get_tracking_uri()  # the module's store is still active
+
+
+def test_a_quantum_prior_reports_its_own_nll_beside_the_bound(mnist_dir):
+    """With nll_clamped_chains > 0 the final scores of a QBM-prior model hold test_nll (its own
+    likelihood, clamped path integral) and test_nll_bound, the first below the second: for an
+    untrained prior the bound's gap is about n log cosh Γ (8 units at Γ = 1: ~3.5 nats)."""
+    from qvae.config import ScoreSettings
+    from qvae.metrics.scores import final_scores, score_details
+    from qvae.models.build import build_model
+
+    data = load_mnist(mnist_dir, train_size=200, validation_size=100, test_size=40)
+    config = Config(hidden_dim=32, latent_dim=8, num_visible=4, num_hidden=4, sampler="pimc", gamma=1.0,
+                    trotter_slices=8, device="cpu")
+    torch.manual_seed(0)
+    model = build_model(config)
+    settings = ScoreSettings(fid_samples=0, nll_samples=20, nll_clamped_chains=4, nll_clamped_betas=20)
+    scores = final_scores(model, data, settings, seed=0)
+    m = scores["metrics"]
+    assert {"test_nll", "test_nll_stderr", "test_nll_bound", "test_nll_bound_stderr"} <= set(m)
+    assert m["test_nll"] < m["test_nll_bound"] - 1.0
+    details = score_details(scores)
+    assert "clamped at z" in details["nll_true"]["method"] and details["nll"]["bound"]
+    off = final_scores(model, data, ScoreSettings(fid_samples=0, nll_samples=20), seed=0)["metrics"]
+    assert "test_nll_bound" in off and "test_nll" not in off  # 0 chains: only the bound, as before

@@ -6,7 +6,8 @@ On the test split (the main job's final scores, read once, of the chosen checkpo
 
     fid, fid_64, kid, kid_std     generated images of request seed 0 vs the first fid_samples test images
     test_elbo (+ test_kl, ...)    the ELBO terms averaged over the test images (log Z completes the KL)
-    test_nll (+ _stderr, _log_z_stderr)  importance-weighted -log p(x) in nats (nll.py); test_nll_bound for gamma > 0
+    test_nll (+ _stderr, _log_z_stderr)  importance-weighted -log p(x) in nats (nll.py); test_nll_bound for gamma > 0,
+                                  and its own test_nll beside it with nll_clamped_chains > 0
     latent_accuracy               test accuracy of an MLP trained on the encoder's features (probe.py)
     class_entropy, class_confidence  which digits the FID samples are (classes.py)
 
@@ -94,10 +95,13 @@ def elbo_scores(model: Any, x: torch.Tensor, split: str = "test", seed: int = 0,
 
 
 def nll_score(model: Any, x: torch.Tensor, settings: ScoreSettings, seed: int = 0, progress: bool = False,
-              split: str = "test") -> NllResult:
+              split: str = "test", clamped: bool = False) -> NllResult:
+    """The importance-weighted NLL; `clamped`: a QBM prior's own NLL (settings.nll_clamped_*), not the bound."""
     x = x[:settings.nll_images] if settings.nll_images else x
+    chains = settings.nll_clamped_chains if clamped else 0
     return test_nll(model, x, samples=settings.nll_samples, ais_chains=settings.nll_ais_chains,
-                    ais_betas=settings.nll_ais_betas, seed=seed, progress=progress, split=split)
+                    ais_betas=settings.nll_ais_betas, seed=seed, progress=progress, split=split,
+                    clamped_chains=chains, clamped_betas=settings.nll_clamped_betas)
 
 
 def probe_score(model: Any, data: MnistData, settings: ScoreSettings, seed: int = 0, progress: bool = False,
@@ -112,8 +116,9 @@ def probe_score(model: Any, data: MnistData, settings: ScoreSettings, seed: int 
 def score_details(scores: dict[str, Any]) -> dict[str, Any]:
     """The JSON-ready `nll` / `probe` / `class_counts` details of a `final_scores` result (those it computed)."""
     details: dict[str, Any] = {k: scores[k] for k in ("class_counts",) if k in scores}
-    if "nll" in scores:
-        details["nll"] = scores["nll"].as_dict()
+    for key in ("nll", "nll_true"):
+        if key in scores:
+            details[key] = scores[key].as_dict()
     if "probe" in scores:
         details["probe"] = asdict(scores["probe"])
     return details
@@ -149,6 +154,11 @@ def final_scores(model: Any, data: MnistData, settings: ScoreSettings, *, split:
             nll = nll_score(model, x, settings, seed, progress, split)
         metrics.update(nll.metrics())
         details["nll"] = nll
+        if nll.bound and settings.nll_clamped_chains:  # a QBM prior: its own NLL beside the bound
+            with timer.phase("nll_true"):
+                true = nll_score(model, x, settings, seed, progress, split, clamped=True)
+            metrics.update(true.metrics())
+            details["nll_true"] = true
     if settings.probe_epochs:
         with timer.phase("probe"):
             probe = probe_score(model, data, settings, seed, progress, split)
