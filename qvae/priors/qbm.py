@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qvae.priors.qbm_exact import check_gamma, trotter_coupling
-from qvae.priors.rbm import RBM
+from qvae.priors.rbm import RBM, ais_log_mean
 from qvae.priors.samplers import GeneratorState, bernoulli, restore_in_place
 
 
@@ -295,10 +295,8 @@ def estimate_qbm_log_z(prior: RBM, gamma: float, slices: int, num_chains: int = 
         log_weights += (log_unnorm(v, beta) - log_unnorm(v, prev)).double()
         h = sample_ising_paths(prior.hidden_logits(v, beta / slices), coupling, generator)
         v = sample_ising_paths(prior.visible_logits(h, beta / slices), coupling, generator)
-    log_mean_w = torch.logsumexp(log_weights, 0) - math.log(num_chains)
-    ratios = torch.exp(log_weights - log_weights.max())
-    stderr = (ratios.std() / ratios.mean() / math.sqrt(num_chains)).item()
-    return log_z0 + log_mean_w.item(), stderr
+    log_mean_w, stderr = ais_log_mean(log_weights)
+    return log_z0 + log_mean_w.item(), stderr.item()
 
 
 @torch.no_grad()

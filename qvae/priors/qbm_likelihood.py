@@ -31,7 +31,7 @@ from torch import Tensor
 
 from qvae.priors.qbm import check_slices, sample_ising_paths
 from qvae.priors.qbm_exact import check_gamma, trotter_coupling
-from qvae.priors.rbm import RBM
+from qvae.priors.rbm import RBM, ais_log_mean
 
 CLAMP_FIELD = 1e4  # a slice-0 field that fixes its value in the exact chain sampler (float64 paths)
 
@@ -111,10 +111,7 @@ def estimate_log_diagonal(prior: RBM, z: Tensor, gamma: float, slices: int, chai
         log_weights += log_unnorm(v, beta) - log_unnorm(v, prev)
         h = sample_clamped_paths((bh + v @ w) * (beta / slices), coupling, first_h, generator)
         v = sample_clamped_paths((bv + h @ w.t()) * (beta / slices), coupling, first_v, generator)
-    log_weights = log_weights.reshape(len(z), chains)
-    log_mean_w = torch.logsumexp(log_weights, 1) - math.log(chains)
-    ratios = torch.exp(log_weights - log_weights.max(1, keepdim=True).values)
-    stderr = ratios.std(1) / ratios.mean(1) / math.sqrt(chains)
+    log_mean_w, stderr = ais_log_mean(log_weights.reshape(len(z), chains))
     return log_z0 + log_mean_w, stderr
 
 

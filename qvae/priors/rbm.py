@@ -20,6 +20,15 @@ from torch import Tensor, nn
 MAX_EXACT_STATES = 2**22
 
 
+def ais_log_mean(log_weights: Tensor) -> tuple[Tensor, Tensor]:
+    """log mean_j w_j over the last dimension of AIS log weights, and its delta-method standard error
+    std(w) / mean(w) / sqrt(chains): the estimate and error of every AIS in the project."""
+    chains = log_weights.shape[-1]
+    log_mean_w = torch.logsumexp(log_weights, -1) - math.log(chains)
+    ratios = torch.exp(log_weights - log_weights.max(-1, keepdim=True).values)
+    return log_mean_w, ratios.std(-1) / ratios.mean(-1) / math.sqrt(chains)
+
+
 class RBM(nn.Module):
     """A restricted Boltzmann machine with `num_visible` + `num_hidden` binary units."""
 
@@ -99,10 +108,8 @@ class RBM(nn.Module):
             log_weights += (log_unnorm(v, beta) - log_unnorm(v, prev)).double()
             h = _bernoulli(torch.sigmoid(beta * (v @ w) + bh), generator)
             v = _bernoulli(torch.sigmoid(beta * (h @ w.t()) + bv), generator)
-        log_mean_w = torch.logsumexp(log_weights, 0) - math.log(num_chains)
-        ratios = torch.exp(log_weights - log_weights.max())
-        stderr = (ratios.std() / ratios.mean() / math.sqrt(num_chains)).item()
-        return (log_z0 + log_mean_w).item(), stderr
+        log_mean_w, stderr = ais_log_mean(log_weights)
+        return (log_z0 + log_mean_w).item(), stderr.item()
 
     # ---------------------------------------------------------------- kaiwu's Ising convention
     @torch.no_grad()
