@@ -22,7 +22,6 @@ class BackgroundWork:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="qvae-cpu-work") if enabled else None
         self._futures: list[Future[Any]] = []
         self.busy = 0.0  # seconds the jobs ran
-        self.waited = 0.0  # seconds the caller waited for them in `wait`
 
     def submit(self, job: Callable[..., Any], *args: Any) -> None:
         """Run `job(*args)` beside the caller (or now, when not enabled); a failed earlier job raises here."""
@@ -46,12 +45,8 @@ class BackgroundWork:
 
     def wait(self) -> None:
         """Block until every submitted job is done; re-raise the first failure."""
-        start = time.perf_counter()
-        try:
-            while self._futures:
-                self._futures.pop(0).result()
-        finally:
-            self.waited += time.perf_counter() - start
+        while self._futures:
+            self._futures.pop(0).result()
 
     def close(self, cancel: bool = False) -> None:
         """Stop the worker: after the queue drains, or (`cancel`) after the running job only."""

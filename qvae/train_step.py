@@ -18,7 +18,7 @@ cure (cuda_graphs=false): the generators it registered cannot be used eagerly af
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -35,6 +35,17 @@ def graphs_available(device: torch.device, enabled: bool = True) -> bool:
     return enabled and device.type == "cuda"
 
 
+def on_side_stream(device: torch.device, step: Callable[[], Any]) -> Any:
+    """`step()` eagerly on a side stream ordered with the current one: the warm-up a CUDA graph capture
+    needs before it (lazy initialisation, the optimiser's state); the training step and the probe use it."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        result = step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    return result
+
+
 class TrainStep:
     """Runs training steps on one device and keeps the epoch's batch-weighted term sums there.
 
@@ -49,7 +60,7 @@ class TrainStep:
         self.model, self.optimizer, self.sampler, self.noise_rng = model, optimizer, sampler, noise_rng
         self.dynamic, self.batch_size = dynamic, batch_size
         self.device = model.train_bias.device
-        self.use_graph = use_graph and self.device.type == "cuda"
+        self.use_graph = graphs_available(self.device, use_graph)
         self.names: list[str] | None = None
         self.sums: Tensor | None = None
         self.flag = torch.ones((), dtype=torch.bool, device=self.device)
@@ -59,7 +70,6 @@ class TrainStep:
         self._graph_inputs: tuple[int, ...] | None = None  # ids of the sampler state the graph reads
         self._static_x: Tensor | None = None
         self._eager_full_steps = 0
-        self.captures = 0  # how many times a step was captured (1 in a healthy run)
 
     # ------------------------------------------------------------ per epoch
     def start_epoch(self) -> None:
@@ -82,8 +92,8 @@ class TrainStep:
             self._eager(x)
             return
         if self._graph is None or self._graph_inputs != self._sampler_ids():
-            if self._eager_full_steps < WARMUP_STEPS:
-                self._warm_up(x)
+            if self._eager_full_steps < WARMUP_STEPS:  # real training steps
+                on_side_stream(self.device, lambda: self._eager(x))
                 return
             self._capture()
         assert self._static_x is not None and self._graph is not None
@@ -127,14 +137,6 @@ class TrainStep:
         if len(x) == self.batch_size:
             self._eager_full_steps += 1
 
-    def _warm_up(self, x: Tensor) -> None:
-        """A real training step, eagerly on a side stream (what capture needs before it)."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self._eager(x)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-
     def _capture(self) -> None:
         """Record one step into a CUDA graph (an error naming the cure, cuda_graphs=false, when it cannot be)."""
         generators = [self.noise_rng] + ([g for g in self.sampler.graph_inputs() if isinstance(g, torch.Generator)]
@@ -153,4 +155,3 @@ class TrainStep:
             raise RuntimeError(f"the training step could not be captured as a CUDA graph ({str(err).splitlines()[0]}); "
                                f"run with cuda_graphs=false (--cuda-graphs false) to train with eager steps") from err
         self._graph, self._graph_inputs, self._graph_terms = graph, self._sampler_ids(), captured
-        self.captures += 1

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from qvae.train_step import graphs_available, on_side_stream
+
 DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_BATCH_SIZE, DEFAULT_HIDDEN = 100, 1e-3, 64, 256
 FEATURE_BATCH = 1024
 
@@ -58,7 +60,7 @@ def train_probe(train_features: Tensor, train_labels: Tensor, test_features: Ten
         torch.manual_seed(seed)
         probe = nn.Sequential(nn.Linear(train_features.shape[1], hidden), nn.ReLU(),
                               nn.Linear(hidden, classes)).to(device)
-    graphed = cuda_graphs and device.type == "cuda" and len(train_features) >= batch_size
+    graphed = graphs_available(device, cuda_graphs) and len(train_features) >= batch_size
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr, capturable=device.type == "cuda")  # same on both paths
     x, y = train_features.float(), train_labels.long().to(device)
     threads = torch.get_num_threads()
@@ -112,11 +114,7 @@ class _GraphedStep:
 
     def __call__(self, idx: Tensor) -> None:
         if self.graph is None and self.warm < self.WARMUP:
-            side = torch.cuda.Stream(self.x.device)
-            side.wait_stream(torch.cuda.current_stream(self.x.device))
-            with torch.cuda.stream(side):
-                _eager_step(self.probe, self.optimizer, self.x[idx], self.y[idx])
-            torch.cuda.current_stream(self.x.device).wait_stream(side)
+            on_side_stream(self.x.device, lambda: _eager_step(self.probe, self.optimizer, self.x[idx], self.y[idx]))
             self.warm += 1
             return
         if self.graph is None:
