@@ -15,6 +15,7 @@ import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from common import cpu_name
@@ -48,7 +49,10 @@ def main() -> None:
         config_values = {k: v for k, v in values.items() if k in names}
         option_values = {k: v for k, v in values.items() if k not in names}
         start = time.perf_counter()
-        result = run_main_job(Config(**config_values), JobOptions(**option_values, progress=False))
+        # artifacts into the throw-away folder too (a SQLite store's default experiment writes ./mlruns)
+        mlflow.MlflowClient().create_experiment("job-time", artifact_location=Path(tmp, "artifacts").as_uri())
+        result = run_main_job(Config(**config_values),
+                              JobOptions(**option_values, experiment_name="job-time", progress=False))
         wall = time.perf_counter() - start
         run = mlflow.get_run(result.run_id)
         client = mlflow.MlflowClient()
