@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -22,6 +23,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def hardware(device: str | torch.device) -> str:
+    """The device as the benchmarks' headers name it: the GPU's name, or the CPU, cores and torch threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def random_rbm(nv: int, nh: int, scale: float, device: str, seed: int = 0) -> RBM:

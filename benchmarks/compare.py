@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import cpu_name
+from common import hardware
 
 from qvae.config import N_TEST, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
@@ -76,12 +76,6 @@ def settings_from(args: argparse.Namespace) -> ScoreSettings:
     settings = ScoreSettings(**picked_flags(args, "score_"))
     settings.validate_scores(base_config(args).test_size or N_TEST)
     return settings
-
-
-def hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import statistics
 import time
 
 import torch
-from common import cpu_name
+from common import hardware
 
 from qvae.config import Config
 from qvae.data.mnist import load_mnist
@@ -66,10 +66,9 @@ def main() -> None:
                      log_z_method(config), time_run(config, data)))
 
     device = rows[0][2]["device"]
-    hardware = torch.cuda.get_device_name() if str(device).startswith("cuda") else (
-        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    hw = hardware(str(device))
     print(f"# epoch time, default config (784-512-256, 128+128 latent, batch 256, 256 chains x 4 sweeps) "
-          f"on 60 000 MNIST images, {args.epochs} epochs | torch {torch.__version__} | {device} ({hardware})")
+          f"on 60 000 MNIST images, {args.epochs} epochs | torch {torch.__version__} | {device} ({hw})")
     print(f"# kaiwu-pytorch-plugin example (RBM, kaiwu SA, CPU): {KAIWU_EXAMPLE_SECONDS} s per epoch")
     print(f"{'prior / sampler':24s} {'s/epoch':>8s} {'valid s':>8s} {'log Z s':>8s} {'log Z by':>16s}  "
           f"{'every epoch':24s} final")

@@ -22,8 +22,7 @@ import os
 import time
 from pathlib import Path
 
-import torch
-from common import cpu_name
+from common import hardware
 from matplotlib.figure import Figure
 
 from qvae.config import Config, ScoreSettings
@@ -89,12 +88,11 @@ def main() -> None:
                      "seconds": time.perf_counter() - start, "method": true.method})
         print(f"gamma {gamma:g}: {rows[-1]}", flush=True)
 
-    hardware = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    hw = hardware(args.device)
     print(f"\n# Γ sweep: {args.visible}+{args.hidden} latent units, P = {args.slices}, {args.epochs} epochs "
           f"on {args.train_size} images, kl_beta 1, dynamic binarisation, seed {args.seed} | test NLL on "
           f"{args.nll_images} images, K = {args.nll_samples}, clamped AIS {args.clamped_chains} x {args.clamped_betas} "
-          f"per z | {args.device} ({hardware})")
+          f"per z | {args.device} ({hw})")
     print(f"{'Γ':>4s} {'val ELBO/Q-ELBO':>15s} {'test NLL (true)':>17s} {'NLL bound':>9s} {'class H':>7s} "
           f"{'FID':>6s} {'Trotter max|Δlog p|':>19s} {'seconds':>7s}")
     for r in rows:

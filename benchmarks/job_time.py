@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import cpu_name
+from common import hardware
 
 REDUCED = dict(epochs=2, train_size=10_000, fid_samples=1_000, nll_samples=100, nll_images=500, nll_ais_chains=200,
                nll_ais_betas=200, probe_epochs=5, tsne_points=1_000, tsne_final_points=2_000)
@@ -60,11 +60,10 @@ def main() -> None:
         mfu = [m.value for m in client.get_metric_history(result.run_id, "flops_utilisation")]
 
     device = run.data.params.get("device_used", args.device)
-    hardware = torch.cuda.get_device_name() if device.startswith("cuda") else (
-        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    hw = hardware(device)
     metrics = run.data.metrics
     print(f"# main job, {'every MLproject default' if args.full else 'reduced: ' + str(settings)}")
-    print(f"# {device} ({hardware}) | torch {torch.__version__} | {wall:.1f} s in run_main_job")
+    print(f"# {device} ({hw}) | torch {torch.__version__} | {wall:.1f} s in run_main_job")
     print(f"{'phase':28s} {'seconds':>8s}")
     for phase in PHASES:
         key = f"time_{phase}"

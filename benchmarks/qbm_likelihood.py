@@ -14,11 +14,10 @@ The RBM weights are N(0, scale^2), scale 0.5 by default (couplings of order one)
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
-from common import cpu_name, random_rbm
+from common import hardware, random_rbm
 
 from qvae.priors.qbm_exact import exact_qbm_z_distribution, exact_trotter_log_partition, exact_trotter_z_distribution
 from qvae.priors.qbm_likelihood import estimate_log_prob
@@ -37,10 +36,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
-    hardware = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    hw = hardware(args.device)
     print(f"# log p_Γ(z): clamped path-integral AIS ({args.chains} chains x {args.betas} betas per z) vs dense QM "
-          f"| weights N(0, {args.scale}^2) | {args.device} ({hardware}) | torch {torch.__version__}")
+          f"| weights N(0, {args.scale}^2) | {args.device} ({hw}) | torch {torch.__version__}")
     print(f"{'size':>6s} {'Γ':>4s} {'P':>3s} {'z':>5s} {'max|AIS - P-slice|':>18s} {'max stderr':>10s} "
           f"{'max|Trotter bias|':>17s} {'mean bias':>9s} {'s per z':>8s}")
     for size in args.sizes:

@@ -20,7 +20,7 @@ import statistics
 import time
 
 import torch
-from common import cpu_name
+from common import hardware
 
 from qvae.config import Config
 from qvae.data.mnist import load_mnist, model_inputs
@@ -82,10 +82,9 @@ def main() -> None:
     data = load_mnist(args.data_dir)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
-    hardware = torch.cuda.get_device_name() if device.type == "cuda" else (
-        f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    hw = hardware(device)
     print(f"# training epoch (the default config's steps, validation and log Z), eager vs CUDA graph, "
-          f"{args.epochs} epochs | torch {torch.__version__} | {device} ({hardware})")
+          f"{args.epochs} epochs | torch {torch.__version__} | {device} ({hw})")
     print(f"{'prior / sampler':22s} {'eager s':>8s} {'graph s':>8s} {'speed-up':>8s} {'mfu eager':>9s} "
           f"{'mfu graph':>9s} {'max |loss diff|':>15s} {'max |weight diff|':>17s}", flush=True)
     model = None
