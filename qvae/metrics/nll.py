@@ -185,7 +185,7 @@ def log_likelihoods(model: Any, x: Tensor, samples: int, log_z: float | None,
 def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chains: int = DEFAULT_AIS_CHAINS,
              ais_betas: int = DEFAULT_AIS_BETAS, seed: int = 0, log_z_method: str = "auto",
              progress: bool = False, split: str = "test", clamped_chains: int = 0,
-             clamped_betas: int = 100) -> NllResult:
+             clamped_betas: int = 100, log_z: tuple[float, float, str] | None = None) -> NllResult:
     """The importance-weighted NLL of `model` on the grey images `x` of `split` (moved to the model's
     device and, for a binarised model, binarised by `model_inputs`' fixed rule).
 
@@ -193,7 +193,9 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
     For a quantum prior, `clamped_chains` > 0 estimates the model's own NLL (not the bound): each
     proposal's log p_P(z) by AIS of the path integral clamped at z (`clamped_chains` x
     `clamped_betas` per z, qvae/priors/qbm_likelihood.py), normalised by log Tr (D T)^P (exact for
-    small priors, else path-integral AIS). Deterministic given `seed` on one device.
+    small priors, else path-integral AIS). `log_z` (value, standard error, method), when this model's
+    log Z was already estimated (e.g. by the bound's call), is used instead of estimating it again.
+    Deterministic given `seed` on one device.
     """
     if len(x) < 2:
         raise ValueError(f"need at least 2 test images for a standard error, got {len(x)}")
@@ -203,10 +205,12 @@ def test_nll(model: Any, x: Tensor, *, samples: int = DEFAULT_SAMPLES, ais_chain
     x = model_inputs(x.to(device), getattr(model.config, "binarize", "none"))
     generator = torch.Generator(device=device).manual_seed(seed)
     prior: LatentPrior = model.latent_prior
-    if prior.needs_log_z:
-        log_z, log_z_err, how = prior_log_z(model, ais_chains, ais_betas, generator, log_z_method)
-    else:  # the Gaussian: normalised, its weights need no log Z
+    if not prior.needs_log_z:  # the Gaussian: normalised, its weights need no log Z
         log_z, log_z_err, how = None, 0.0, "none"
+    elif log_z is not None:
+        log_z, log_z_err, how = log_z
+    else:
+        log_z, log_z_err, how = prior_log_z(model, ais_chains, ais_betas, generator, log_z_method)
     clamped = None
     if prior.is_bound and clamped_chains > 0:
         clamped = ClampedPathIntegral(clamped_chains, clamped_betas)
