@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from qvae.config import PRESETS, Config, ConfigError, JobOptions, ScoreSettings
+from qvae.gamma import describe
 from qvae.memory import check_memory
 from qvae.settings import add_flags, check_field, check_fields, picked_flags, same_as, setting
 from qvae.stopping import exit_code, stop_on_sigterm
@@ -262,7 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def format_scores(report: dict[str, Any]) -> str:
     """A two-column table of a `cmd_evaluate` report."""
     m = report["metrics"]
-    rows = [("model", report["model"]), ("prior", f"{report['prior']} (gamma {report['gamma']:g})"),
+    rows = [("model", report["model"]), ("prior", f"{report['prior']} (gamma {describe(report['gamma'])})"),
             ("device", report["device"])]
     if "fid" in m:
         n = int(m["fid_samples"])

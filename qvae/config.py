@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from qvae.gamma import describe, largest, matches_param
 from qvae.settings import ConfigError, check_field, check_fields, setting
 
 SAMPLERS = ("pcd", "sa", "kaiwu", "pimc")
@@ -65,8 +66,9 @@ class Config:
     activation: str = setting("tanh", "hidden-layer activation", choices=ACTIVATIONS)
     prior: str = setting("boltzmann", "boltzmann: RBM (gamma = 0) or QBM (gamma > 0); gaussian: the N(0, I) VAE "
                          "baseline", choices=PRIORS)
-    gamma: float = setting(0.0, "transverse field of the QBM prior (0 = the classical RBM); needs sampler=pimc",
-                           low=0.0)
+    gamma: float | tuple[float, ...] = setting(0.0, "transverse field of the QBM prior, fixed during training (0 = the "
+                                               "classical RBM; > 0 needs sampler=pimc)", low=0.0, kind="floats",
+                                               note="a list: one value per latent unit, visible units first")
     trotter_slices: int = setting(16, "imaginary-time slices P of path-integral Monte Carlo (sampler=pimc)", low=2)
     # objective
     dist_beta: float = setting(10.0, "sharpness of the overlapping-exponential smoothing", low=0.0, low_open=True)
@@ -127,12 +129,15 @@ class Config:
                 f"sa_final_temperature must be <= sa_initial_temperature "
                 f"({self.sa_final_temperature} > {self.sa_initial_temperature})"
             )
-        if self.gamma > 0 and self.prior != "boltzmann":
+        if isinstance(self.gamma, tuple) and len(self.gamma) != self.latent_dim:
+            raise ConfigError(f"gamma must be one value or one per latent unit (latent_dim = {self.latent_dim}, "
+                              f"visible units first), got {len(self.gamma)} values")
+        if largest(self.gamma) > 0 and self.prior != "boltzmann":
             raise ConfigError(f"gamma must be 0 with prior={self.prior} (a transverse field only applies to "
-                              f"prior=boltzmann), got {self.gamma}")
-        if self.gamma > 0 and self.sampler != "pimc":
+                              f"prior=boltzmann), got {describe(self.gamma)}")
+        if largest(self.gamma) > 0 and self.sampler != "pimc":
             raise ConfigError(f"gamma > 0 (a quantum Boltzmann prior) needs sampler=pimc; sampler={self.sampler} "
-                              f"samples the classical RBM (gamma = 0), got gamma={self.gamma}")
+                              f"samples the classical RBM (gamma = 0), got gamma={describe(self.gamma)}")
         if self.train_size > N_TRAIN - self.validation_size:
             raise ConfigError(f"train_size must be <= 60000 - validation_size = {N_TRAIN - self.validation_size} "
                               f"(0: all of them), got {self.train_size}")
@@ -202,6 +207,10 @@ class Config:
 
 def _as_type(value: Any, current: Any) -> Any:
     """`value` (a logged param is a string) as the type of `current`."""
+    if isinstance(current, tuple):  # per-unit gamma: a checkpoint's values, or a run param (qvae.gamma.as_param)
+        if isinstance(value, list | tuple):
+            return tuple(value)
+        return current if isinstance(value, str) and matches_param(value, current) else value
     if not isinstance(value, str) or isinstance(current, str):
         return value
     if isinstance(current, bool):

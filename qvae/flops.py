@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from qvae.gamma import largest
+
 PEAK_ENV = "QVAE_PEAK_FLOPS"
 # FP32 (non-tensor-core) peak FLOP/s, matched against torch.cuda.get_device_name() in this order
 GPU_FP32_PEAK: tuple[tuple[str, float], ...] = (
@@ -43,7 +45,7 @@ def epoch_flops(model: Any, train_images: int, val_images: int) -> float:
     flops = 6.0 * macs * train_images + 2.0 * macs * val_images
     if c.prior == "gaussian":
         return flops
-    slices = c.trotter_slices if c.sampler == "pimc" and c.gamma > 0 else 1
+    slices = c.trotter_slices if c.sampler == "pimc" and largest(c.gamma) > 0 else 1
     pair = 2.0 * c.num_visible * c.num_hidden  # one (chain x slice) product v W h
     steps = -(-train_images // c.batch_size)
     sweeps = c.sampler_sweeps + 1 if c.sampler in ("pcd", "pimc") else c.sampler_sweeps

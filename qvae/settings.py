@@ -5,7 +5,8 @@
 - the command-line flags (`add_flags`: one `--field-name` per field, the range in its help),
 - the MLproject check (tests/test_mlproject.py compares its parameters with these fields).
 
-Plain Python and argparse only: the config, the CLI and the tuning package all import it cheaply.
+Plain Python and argparse only (numpy only to read a .npy list): the config, the CLI and the
+tuning package all import it cheaply.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 META_KEY = "setting"
@@ -26,13 +28,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """The accepted values of one setting: an integer or float range, a choice, or a text pattern.
+    """The accepted values of one setting: an integer or float range, a choice, or a text pattern;
+    kind "floats" is one float or a tuple of them, each in the float range (`parse_floats` reads its text).
 
     `zero` makes 0 accepted outside `low..high` with that meaning ("skip", "all"); `note` says
     what a special value means; `prefixes` accepts e.g. any "cuda:N" besides the choices.
     """
 
-    kind: str = "text"  # int | float | choice | text | bool | any
+    kind: str = "text"  # int | float | floats (one float, or a tuple of them) | choice | text | bool | any
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # float: value > low instead of >= low
@@ -54,6 +57,9 @@ class Rule:
             text = f"an integer in {self.low}..{upper}"
         elif self.kind == "float":
             text = f"a finite number {'>' if self.low_open else '>='} {self.low}"
+        elif self.kind == "floats":
+            text = (f"a finite number {'>' if self.low_open else '>='} {self.low}, or a list of them "
+                    f"(comma- or space-separated, or @FILE)")
         elif self.kind == "choice":
             shown = tuple(c or '""' for c in self.choices) + tuple(p + "N" for p in self.prefixes)
             text = "one of " + ", ".join(shown)
@@ -75,6 +81,8 @@ class Rule:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return False
             return value > self.low if self.low_open else value >= self.low
+        if self.kind == "floats":
+            return _first_refused(self, value) is None
         if self.kind == "choice":
             return value in self.choices or (isinstance(value, str) and bool(self.prefixes)
                                              and value.startswith(self.prefixes))
@@ -91,7 +99,18 @@ class Rule:
         if self.kind == "text" and self.non_empty:
             return ConfigError(f"{name} must be {self.describe()}")
         reason = f" ({why})" if why else ""
+        if self.kind == "floats" and isinstance(value, tuple) and value:  # name the culprit, not all the values
+            index = _first_refused(self, value)
+            return ConfigError(f"{name} must be {self.describe(high)}{reason}{separator} {value[index]!r} at index "
+                               f"{index} (of {len(value)})")
         return ConfigError(f"{name} must be {self.describe(high)}{reason}{separator} {value!r}")
+
+
+def _first_refused(rule: Rule, value: Any) -> int | None:
+    """The index of the first element of a `floats` value (a float: index 0) outside the rule; None if none."""
+    one = Rule("float", rule.low, low_open=rule.low_open)
+    values = value if isinstance(value, tuple) and value else (value,)
+    return next((i for i, v in enumerate(values) if not one.accepts(v)), None)
 
 
 def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
@@ -137,10 +156,73 @@ def check_field(obj: Any, name: str, high: float | None = None, why: str = "") -
     if rule is None:
         return
     value = getattr(obj, name)
+    if rule.kind == "floats":
+        value = _as_floats(rule, name, value)
     if not rule.accepts(value, high):
         raise rule.error(name, value, high, why)
-    if rule.kind == "float":
-        setattr(obj, name, float(value))
+    if rule.kind in ("float", "floats"):
+        setattr(obj, name, value if isinstance(value, tuple) else float(value))
+
+
+def _as_floats(rule: Rule, name: str, value: Any) -> Any:
+    """A `floats` setting's value in its one form, a float or a tuple: text parsed (`parse_floats`), a list
+    or array made a tuple, ints made floats; anything else is left for `Rule.accepts` to refuse."""
+    if isinstance(value, str):
+        try:
+            return parse_floats(value)
+        except ValueError as err:
+            raise ConfigError(f"{name} must be {rule.describe()}; {err}") from None
+    if hasattr(value, "tolist") and not isinstance(value, (int, float)):  # a numpy array or a tensor
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return tuple(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in value)
+    return value
+
+
+def parse_floats(text: str) -> float | tuple[float, ...]:
+    """The text of a `floats` setting: one number ("0.5") is a float; several, separated by commas or
+    spaces, in brackets or not ("0.5,1 2", "[0.5, 1.0]"), are a tuple; "@PATH" reads a file holding such
+    text (a JSON list too) or a numpy array (.npy), always a tuple."""
+    text = text.strip()
+    if text.startswith("@"):
+        return _read_floats(Path(text[1:]))
+    numbers = _split_floats(text)
+    return numbers[0] if len(numbers) == 1 and re.fullmatch(r"[^\s,\[\]()]+", text) else numbers
+
+
+def _split_floats(text: str) -> tuple[float, ...]:
+    parts = [p for p in re.split(r"[\s,]+", text.strip().strip("[]()")) if p]
+    if not parts:
+        raise ValueError(f"expected numbers separated by commas or spaces, got {text[:80]!r}")
+    numbers = []
+    for i, part in enumerate(parts):
+        try:
+            numbers.append(float(part))
+        except ValueError:
+            raise ValueError(f"expected numbers separated by commas or spaces; item {i} is {part[:40]!r}") from None
+    return tuple(numbers)
+
+
+def _read_floats(path: Path) -> tuple[float, ...]:
+    try:
+        if path.suffix == ".npy":
+            import numpy as np  # only here: the settings import cheaply
+
+            values = tuple(float(v) for v in np.load(path, allow_pickle=False).reshape(-1).tolist())
+            if not values:
+                raise ValueError(f"{path} holds no numbers")
+            return values
+        return _split_floats(path.read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _floats_flag(text: str) -> float | tuple[float, ...]:
+    """`parse_floats` for argparse: its message, not argparse's generic 'invalid value'."""
+    try:
+        return parse_floats(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def check_fields(obj: Any) -> None:
@@ -178,10 +260,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: st
                                metavar="true|false", help=flag_help(f, default))
             continue
         flag, dest = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}"
+        rule = f.metadata.get(META_KEY)
         if isinstance(default, tuple):
             group.add_argument(flag, dest=dest, type=int, nargs="*", default=None, help=flag_help(f, default))
+        elif rule is not None and rule.kind == "floats":  # "0.5", "0.5,1.0,..." or "@file"
+            group.add_argument(flag, dest=dest, type=_unset_if_empty(_floats_flag), default=None,
+                               metavar="FLOAT[,FLOAT...]|@FILE", help=flag_help(f, default))
         else:
-            rule = f.metadata.get(META_KEY)
             empty_is_unset = not isinstance(default, str) or (rule is not None and rule.kind == "choice")
             group.add_argument(flag, dest=dest, type=_unset_if_empty(type(default)) if empty_is_unset else str,
                                default=None, required=bool(f.metadata.get("required")),

@@ -44,6 +44,17 @@ CASES = {  # flags (after TINY: the last one wins) -> what the message must say
     "unusable output_dir": (["--output-dir", "{file}/out"], ["output_dir must be a directory that can be created"]),
     "missing device": (["--device", "cuda:99"], ["device must be auto, cpu or", "cuda:99"]),
     "cuda_graphs not a bool": (["--cuda-graphs", "maybe"], ["--cuda-graphs", "expected true or false", "'maybe'"]),
+    "gamma negative unit": (["--sampler", "pimc", "--gamma", "0.5" + ",0" * 14 + ",-1"],
+                            ["gamma must be a finite number >= 0.0, or a list of them", "one value per latent unit",
+                             "got -1.0 at index 15 (of 16)"]),
+    "gamma per unit, wrong length": (["--sampler", "pimc", "--gamma", "0.5,1"],
+                                     ["gamma must be one value or one per latent unit (latent_dim = 16",
+                                      "got 2 values"]),
+    "gamma per unit without pimc": (["--gamma", "0,0,0.5" + ",0" * 13], ["needs sampler=pimc", "sampler=pcd",
+                                                                          "per unit (16 values in 0..0.5)"]),
+    "gamma not numbers": (["--sampler", "pimc", "--gamma", "1,x"], ["--gamma", "item 1 is 'x'"]),
+    "gamma file missing": (["--sampler", "pimc", "--gamma", "@{file}/gamma.txt"], ["--gamma", "cannot read",
+                                                                                  "gamma.txt"]),
     "larger than memory": (["--hidden-dim", "5000000"], ["needs about", "GiB at its peak", "hidden_dim 5000000"]),
     "unreachable server": (["--tracking"], ["tracking_uri http://127.0.0.1:", "MLFLOW_TRACKING_URI",
                                             "is unreachable", "accepted:"]),
@@ -115,6 +126,8 @@ def test_a_password_in_the_storage_param_of_mlflow_run_is_refused(monkeypatch, c
     (["--timeout", "-1"], ["timeout must be a finite number >= 0.0", "0: no limit", "got -1.0"]),
     (["--visible-step", "0"], ["visible_step must be >= 1", "got 0"]),
     (["--device", "cuda:99"], ["device must be auto, cpu or", "cuda:99"]),
+    (["--sampler", "pimc", "--latent-dim", "4", "--gamma", "0.5,0,1,0"],
+     ["gamma must be one value for a study", "searches the latent split", "per unit (4 values in 0..1)"]),
 ])
 def test_bad_tuning_flags_name_the_setting_and_its_range(flags, expected, capsys):
     """`python -m tuning` validates its declared settings the same way, before any study starts."""

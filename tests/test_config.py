@@ -127,3 +127,83 @@ def test_presets_supply_defaults_and_explicit_values_win(tmp_path):
                                                  "--kl-beta", "0.2"]))
     assert (config.kl_beta, config.binarize) == (0.2, "static")  # preset < file < flags
     assert config_from_args(parser.parse_args(["run"])) == Config()
+
+
+# ---------------------------------------------------------------- gamma: one value, or one per latent unit
+SMALL = dict(latent_dim=4, num_visible=2, num_hidden=2, sampler="pimc")
+
+
+def test_per_unit_gamma_is_read_from_a_list_text_or_a_file(tmp_path):
+    import numpy as np
+
+    values = (0.5, 0.0, 1.25, 2.0)
+    (tmp_path / "g.txt").write_text("0.5 0\n1.25, 2\n")
+    (tmp_path / "g.json").write_text("[0.5, 0.0, 1.25, 2.0]")
+    np.save(tmp_path / "g.npy", np.array(values))
+    for given in (list(values), values, np.array(values), "0.5,0,1.25,2", "[0.5, 0.0, 1.25, 2.0]",
+                  f"@{tmp_path / 'g.txt'}", f"@{tmp_path / 'g.json'}", f"@{tmp_path / 'g.npy'}"):
+        assert Config(**SMALL, gamma=given).gamma == values, given
+    assert Config(sampler="pimc", gamma=1).gamma == 1.0 and isinstance(Config(sampler="pimc", gamma=1).gamma, float)
+    assert Config(sampler="pimc", gamma="0.5").gamma == 0.5  # one number: the same Γ for every unit
+    c = Config(**SMALL, gamma=values)
+    c.save(tmp_path / "c.json")
+    assert Config.load(tmp_path / "c.json") == c  # a JSON list comes back as the same tuple
+    assert Config(latent_dim=4, num_visible=2, num_hidden=2, gamma=(0.0,) * 4).gamma == (0.0,) * 4  # RBM: any sampler
+
+
+@pytest.mark.parametrize("changes,pattern", [
+    ({"gamma": (0.5, -1.0, 0.0, 0.0)}, r"gamma must be a finite number >= 0.0, or a list of them \(comma- or "
+                                       r"space-separated, or @FILE\); a list: one value per latent unit, visible units "
+                                       r"first, got -1.0 at index 1 \(of 4\)"),
+    ({"gamma": (0.5, float("inf"), 0.0, 0.0)}, r"gamma must be .*, got inf at index 1 \(of 4\)"),
+    ({"gamma": (0.5, 1.0, 0.0)}, r"gamma must be one value or one per latent unit \(latent_dim = 4, visible units "
+                                 r"first\), got 3 values"),
+    ({"gamma": "0.5,abc"}, r"gamma must be a finite number >= 0.0, or a list .*; expected numbers separated by "
+                           r"commas or spaces; item 1 is 'abc'"),
+    ({"gamma": "@/nonexistent/gamma.txt"}, r"gamma must be .*; cannot read /nonexistent/gamma.txt: No such file"),
+    ({"gamma": ()}, r"gamma must be a finite number >= 0.0, or a list of them .*, got \(\)"),
+    ({"gamma": (0.0, 0.0, 0.0, 0.5), "sampler": "pcd"}, r"gamma > 0 \(a quantum Boltzmann prior\) needs sampler=pimc; "
+                                                       r"sampler=pcd .* got gamma=per unit \(4 values in 0\.\.0\.5\)"),
+    ({"gamma": (0.0, 0.0, 0.0, 0.5), "prior": "gaussian"}, r"gamma must be 0 with prior=gaussian"),
+])
+def test_bad_per_unit_gamma_is_refused(changes, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        Config(**{**SMALL, **changes})
+
+
+def test_a_resumed_run_compares_per_unit_gamma_with_its_checkpoint_and_its_params(tmp_path):
+    """The checkpoint's values, the run param the job logged (the values, or their digest when too long
+    for MLflow), or the -P text `mlflow run` logged (values or @file): equal values pass, others differ."""
+    from qvae.gamma import MAX_PARAM_CHARS, as_param
+
+    values = (0.5, 0.0, 1.25, 2.0)
+    given = Config(**SMALL, gamma=values)
+    saved = given.to_dict()
+    logged = {k: str(as_param(v)) for k, v in saved.items()}
+    assert logged["gamma"] == "0.5,0.0,1.25,2.0"
+    (tmp_path / "g.txt").write_text("0.5 0 1.25 2")
+    for gamma in (values, list(values), "0.5,0.0,1.25,2.0", "[0.5, 0, 1.25, 2]", f"@{tmp_path / 'g.txt'}"):
+        assert given.resume_mismatches({**saved, "gamma": gamma}) == [], gamma
+        assert given.resume_mismatches({**logged, "gamma": gamma if isinstance(gamma, str) else str(gamma)}) == []
+    for gamma in ((0.5, 0.0, 1.25, 2.5), "0.5,0.0,1.25", "0.5", 0.5, "@/nonexistent", "not numbers"):
+        assert given.resume_mismatches({**saved, "gamma": gamma}) == ["gamma"], gamma
+    assert Config(**SMALL, gamma=0.5).resume_mismatches({**saved, "gamma": values}) == ["gamma"]
+    many = tuple(i / 7 for i in range(512))  # 512 values written out: beyond MLflow's limit on a param
+    wide = Config(sampler="pimc", latent_dim=512, num_visible=256, num_hidden=256, gamma=many)
+    digest = as_param(wide.gamma)
+    assert len(digest) < 100 < MAX_PARAM_CHARS and digest.startswith("512 per-unit values, sha256 ")
+    assert wide.resume_mismatches({**wide.to_dict(), "gamma": digest}) == []
+    assert wide.resume_mismatches({**wide.to_dict(), "gamma": as_param(many[:-1] + (1.0,))}) == ["gamma"]
+    assert as_param(0.5) == 0.5  # a scalar's param is what it always was
+
+
+def test_the_gamma_flag_reads_one_value_a_list_or_a_file(tmp_path):
+    from qvae.cli import build_parser, config_from_args
+
+    (tmp_path / "g.txt").write_text("1 0 0.5 0.25")
+    parser = build_parser()
+    flags = ["run", "--latent-dim", "4", "--num-visible", "2", "--num-hidden", "2", "--sampler", "pimc"]
+    for text, gamma in (("0.5", 0.5), ("1,0,0.5,0.25", (1.0, 0.0, 0.5, 0.25)),
+                        (f"@{tmp_path / 'g.txt'}", (1.0, 0.0, 0.5, 0.25))):
+        assert config_from_args(parser.parse_args([*flags, "--gamma", text])).gamma == gamma
+    assert config_from_args(parser.parse_args([*flags, "--gamma", ""])).gamma == 0.0  # "": not given

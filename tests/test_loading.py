@@ -183,3 +183,28 @@ def test_a_quantum_prior_model_generates_from_its_qbm(tracking_store, mnist_dir)
     classical.load_state_dict(loaded.model.state_dict())  # same weights, RBM prior: other latents, other images
     twin = Generator(classical.eval(), result.model_uri)
     assert (twin.generate(4, seed=5) - images).abs().max() > 1e-3
+
+
+def test_a_per_unit_gamma_model_records_its_values_and_generates_from_them(tracking_store, mnist_dir):
+    """Γ_l per latent unit (rigid units among them): the run records the values (param and gamma.json, which
+    `--gamma @gamma.json` reads back), its params pass the resume check, and the loaded model is the QBM
+    with those Γ_l: it generates what the same weights generate in-process, not what one Γ would."""
+    from pathlib import Path
+
+    gammas = (0.0, 1.5) * 4 + (2.0, 0.0) * 4
+    options = JobOptions(fid_samples=0, tsne_interval=0, tsne_final_points=0, progress=False)
+    config = Config(**{**TINY, "epochs": 1}, gamma=gammas, sampler="pimc", trotter_slices=4, data_dir=str(mnist_dir))
+    result = run_main_job(config, options)
+    params = MlflowClient().get_run(result.run_id).data.params
+    assert params["gamma"] == "0.0,1.5,0.0,1.5,0.0,1.5,0.0,1.5,2.0,0.0,2.0,0.0,2.0,0.0,2.0,0.0"
+    assert config.resume_mismatches(params) == []
+    values = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="gamma.json"))
+    assert Config(**TINY, sampler="pimc", gamma=f"@{values}").gamma == gammas
+    loaded = qvae.load_generator(result.model_uri, device="cpu")
+    assert loaded.model.config.gamma == gammas and loaded.model.gamma.tolist() == list(gammas)
+    images = loaded.generate(4, seed=5)
+    for gamma, same in ((gammas, True), (sum(gammas) / 16, False)):
+        twin = build_model(Config.from_dict({**loaded.model.config.to_dict(), "gamma": gamma}))
+        twin.load_state_dict(loaded.model.state_dict())
+        generated = Generator(twin.eval(), result.model_uri).generate(4, seed=5)
+        assert torch.equal(generated, images) if same else (generated - images).abs().max() > 1e-3

@@ -19,7 +19,7 @@ import yaml
 from qvae.cli import EvaluateOptions, GenerateOptions
 from qvae.cli import build_parser as qvae_parser
 from qvae.config import PRESET_FIELDS, PRESETS, Config, JobOptions
-from qvae.settings import declared_defaults
+from qvae.settings import declared_defaults, rule_of
 from tuning.cli import build_parser as tuning_parser
 from tuning.space import SearchSpace
 from tuning.study import TRIAL_DEFAULTS, StudySettings
@@ -57,6 +57,8 @@ PARSERS: dict[str, tuple[Callable[[], Any], list[str], dict[str, tuple[type, dic
     "generate": (qvae_parser, ["generate", "--model", "base"], {"gen_": (GenerateOptions, {})}),
 }
 MLPROJECT_TYPES = {int: "int", float: "float", str: "string", bool: "string"}  # a bool parameter: "true" / "false"
+# a setting of one number or a list (gamma: 0.5, "0.5,1.0,..." or "@file") is a string parameter
+LISTS = {f"cfg_{name}" for name in declared_defaults(Config) if rule_of(Config, name).kind == "floats"}
 
 
 @lru_cache(maxsize=None)
@@ -72,6 +74,17 @@ def flags_of(command: str) -> dict[str, str]:
 def declaration(entry: str, param: str, value: str | None = None) -> tuple[str, Any]:
     """(setting name, its declared default) of the flag the MLproject passes `param` to (given
     `value`, by default the parameter's MLproject default)."""
+    return _declaration(entry, param, value)[1:]
+
+
+def mlproject_type(entry: str, param: str) -> str:
+    """The MLproject type of the setting `param` reaches: by its declared default's type, string for a list."""
+    dest, _, default = _declaration(entry, param, None)
+    return "string" if dest in LISTS else MLPROJECT_TYPES[type(default)]
+
+
+def _declaration(entry: str, param: str, value: str | None) -> tuple[str, str, Any]:
+    """(the flag's dest, the setting's name, its declared default)."""
     make_parser, head, prefixes = PARSERS[entry]
     flag = flags_of(ENTRY_POINTS[entry]["command"])[param]
     parser = parser_of(make_parser)
@@ -82,7 +95,7 @@ def declaration(entry: str, param: str, value: str | None = None) -> tuple[str, 
     prefix = next(p for p in prefixes if dest.startswith(p))
     cls, overrides = prefixes[prefix]
     name = dest[len(prefix):]
-    return name, {**declared_defaults(cls), **overrides}[name]
+    return dest, name, {**declared_defaults(cls), **overrides}[name]
 
 
 CASES = [(entry, param) for entry, spec in ENTRY_POINTS.items() for param in spec["parameters"]
@@ -115,7 +128,7 @@ def test_each_parameter_is_a_declared_setting_with_its_default_and_type(entry, p
     spec = ENTRY_POINTS[entry]["parameters"][param]
     assert param in flags_of(ENTRY_POINTS[entry]["command"]), f"{entry}.{param} is not passed by the command"
     name, default = declaration(entry, param)
-    assert spec["type"] == MLPROJECT_TYPES[type(default)], (entry, param, spec["type"], type(default))
+    assert spec["type"] == mlproject_type(entry, param), (entry, param, spec["type"], type(default))
     if isinstance(default, bool):
         default = str(default).lower()
     if (entry, param) in DELIBERATE:

@@ -63,14 +63,16 @@ def classical_truth(rbm: RBM) -> tuple[torch.Tensor, float]:
     return torch.from_numpy(np.exp(log_unnorm - log_z)), log_z
 
 
-def quantum_truth(rbm: RBM, gamma: float) -> tuple[torch.Tensor, float]:
-    """(<z|e^{-H}|z> / Tr e^{-H}, log Tr e^{-H}), H = diag E - Γ sum_i σ^x_i, by scipy's expm."""
+def quantum_truth(rbm: RBM, gamma: float | list[float]) -> tuple[torch.Tensor, float]:
+    """(<z|e^{-H}|z> / Tr e^{-H}, log Tr e^{-H}), H = diag E - sum_i Γ_i σ^x_i, by scipy's expm
+    (`gamma`: one Γ, or Γ_i per unit)."""
     n = rbm.num_units
+    gammas = gamma if isinstance(gamma, list) else [gamma] * n
     sigma_x = np.array([[0.0, 1.0], [1.0, 0.0]])
-    field = sum(np.kron(np.kron(np.eye(2**i), sigma_x), np.eye(2 ** (n - i - 1))) for i in range(n))
+    field = sum(g * np.kron(np.kron(np.eye(2**i), sigma_x), np.eye(2 ** (n - i - 1))) for i, g in enumerate(gammas))
     energies = numpy_energies(rbm)
     shift = energies.min()
-    diagonal = np.diag(scipy.linalg.expm(-(np.diag(energies - shift) - gamma * field)))
+    diagonal = np.diag(scipy.linalg.expm(-(np.diag(energies - shift) - field)))
     return torch.from_numpy(diagonal / diagonal.sum()), float(math.log(diagonal.sum()) - shift)
 
 
@@ -97,8 +99,10 @@ def qbm_prior(rbm: RBM, **config) -> QBMPrior:
     (dict(), RBMPrior, False, ("kl", "elbo")),
     (dict(sampler="pimc", trotter_slices=4), RBMPrior, False, ("kl", "elbo")),  # Γ = 0: the RBM, whatever samples it
     (QUANTUM, QBMPrior, True, ("kl_upper_bound", "q_elbo")),
+    ({**QUANTUM, "gamma": (0.0, 0.0, 0.0, 0.0, 0.0, 0.5)}, QBMPrior, True, ("kl_upper_bound", "q_elbo")),
+    ({**QUANTUM, "gamma": (0.0,) * 6}, RBMPrior, False, ("kl", "elbo")),  # Γ_i = 0 for every unit: the RBM
     (dict(prior="gaussian"), GaussianPrior, False, ("kl", "elbo")),
-], ids=["rbm", "pimc-gamma0", "qbm", "gaussian"])
+], ids=["rbm", "pimc-gamma0", "qbm", "qbm-per-unit", "per-unit-gamma0", "gaussian"])
 def test_the_config_picks_the_prior_and_its_names(rbm, config, kind, bound, names):
     prior = make_prior(Config(**TINY, **config), rbm)
     assert type(prior) is kind and prior.is_bound is bound and (prior.kl_name, prior.elbo_name) == names
@@ -215,6 +219,25 @@ def test_seeded_states_depend_only_on_their_own_stream(rbm):
         together = prior.sample_from_streams([np.random.default_rng(s) for s in (4, 9, 2)], 5)
         alone = prior.sample_from_streams([np.random.default_rng(9)], 5)
         assert torch.equal(together[1:2], alone), type(prior).__name__
+
+
+def test_a_per_unit_qbm_prior_against_its_truths(rbm):
+    """Γ_i per unit (a rigid unit in each layer): exact log Z against scipy's expm, and every way the prior
+    samples (generation, per seed, the negative phase) against its Trotter marginal at P = 8."""
+    gammas = [2.0, 0.0, 0.5, 0.0, 1.5, 3.0]
+    prior = qbm_prior(rbm, gamma=tuple(gammas), sampler_sweeps=10)
+    truth, log_z = quantum_truth(rbm, gammas)
+    assert prior.log_z(2, 2, None) == (pytest.approx(log_z, abs=1e-9), 0.0, "exact")
+    assert 0.5 * (truth - quantum_truth(rbm, sum(gammas) / 6)[0]).abs().sum().item() > 2 * BOUND  # it can fail
+    trotter = exact_trotter_z_distribution(rbm, gammas, SLICES)
+    assert 0.5 * (trotter - truth).abs().sum().item() < 0.01
+    assert empirical_tv(prior.sample(N, 10, torch.Generator().manual_seed(0)), trotter) < BOUND
+    n = 4000
+    assert empirical_tv(prior.sample_from_streams([np.random.default_rng(s) for s in range(n)], 8), trotter) < tv_bound(
+        64, n)
+    assert empirical_tv(prior.make_sampler().sample(rbm, N), trotter) < BOUND
+    kl = (truth * (truth * 64).log()).sum().item()
+    assert prior.kl_to_uniform(log_z) == pytest.approx(kl, abs=1e-9)
 
 
 # ---------------------------------------------------------------- Γ = 0: the QBM is the RBM

@@ -25,10 +25,12 @@ from qvae.priors.qbm import (
     seeded_qbm_states,
 )
 from qvae.priors.qbm_exact import (
+    check_gamma,
     exact_qbm_log_partition,
     exact_qbm_z_distribution,
     exact_trotter_log_partition,
     exact_trotter_z_distribution,
+    qbm_hamiltonian,
     trotter_coupling,
 )
 from qvae.priors.rbm import RBM, all_binary_states, exact_distribution, state_index
@@ -164,9 +166,10 @@ def test_checkerboard_update_samples_the_trotter_distribution(rbm_and_exact, sli
     assert empirical_tv(sampler.sample(rbm, n), trotter) < tv_bound(1024, n)
 
 
-@pytest.mark.parametrize("gamma", [0.0, 1e-6])
+@pytest.mark.parametrize("gamma", [0.0, 1e-6, [0.0] * 10], ids=["0", "1e-6", "0 per unit"])
 def test_gamma_zero_samples_the_classical_rbm(rbm_and_exact, gamma: float) -> None:
-    """Gamma = 0 is classical Gibbs; tiny Gamma (J = 7.6, slices nearly locked) still mixes to it."""
+    """Gamma = 0 is classical Gibbs; tiny Gamma (J = 7.6, slices nearly locked) still mixes to it; so
+    does Gamma_i = 0 for every unit, through the world-line sweep's rigid paths."""
     rbm, _ = rbm_and_exact
     n = 40_000
     samples = PIMCSampler(n, slices=4, sweeps=10, gamma=gamma, seed=9).sample(rbm, n)
@@ -193,7 +196,7 @@ def test_pimc_is_a_persistent_sampler(rbm_and_exact) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"update": "checkerboard"}, {"gamma": 0.0},
-                                    {"anneal_gamma": [2.0, 1.0, 0.0]}])
+                                    {"anneal_gamma": [2.0, 1.0, 0.0]}, {"gamma": [0.5, 0.0, 1.0, 2.0, 0.0] * 2}])
 def test_state_dict_round_trip_reproduces_the_next_call(rbm_and_exact, kwargs: dict) -> None:
     rbm, _ = rbm_and_exact
     a = PIMCSampler(num_chains=32, slices=4, sweeps=3, seed=5, **kwargs)
@@ -220,6 +223,11 @@ def test_state_dict_round_trip_reproduces_the_next_call(rbm_and_exact, kwargs: d
     ({"anneal_gamma": []}, "anneal_gamma must hold at least one Gamma"),
     ({"anneal_gamma": [1.0, -1.0]}, "each anneal_gamma value must be a finite number >= 0, got -1.0"),
     ({"gamma": 0.0, "slices": 1, "anneal_gamma": [1.0, 0.0]}, "slices must be >= 2 when Gamma > 0"),
+    ({"gamma": [0.5, -1.0]}, r"gamma must hold finite numbers >= 0 \(one per unit\), got -1.0 at unit 1"),
+    ({"gamma": [0.5, math.nan]}, r"gamma must hold finite numbers >= 0 \(one per unit\), got nan at unit 1"),
+    ({"gamma": []}, r"gamma must be one number or a list of one per unit, got shape \(0,\)"),
+    ({"gamma": [0.5, 0.0], "slices": 1}, r"slices must be >= 2 when Gamma > 0 \(>= 1 when Gamma = 0\), got 1"),
+    ({"gamma": [0.5, 0.0], "update": "checkerboard"}, "update='checkerboard' needs every Gamma_i > 0"),
 ])
 def test_arguments_are_validated(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -287,3 +295,156 @@ def test_seeded_states_follow_the_trotter_marginal_and_depend_only_on_their_seed
     assert empirical_tv(z, exact_trotter_z_distribution(rbm, GAMMA, 4)) < tv_bound(64, n)
     alone = seeded_qbm_states(rbm, [np.random.default_rng(17)], GAMMA, 4, sweeps=6)
     assert torch.equal(alone[0], z[17])
+
+
+# ---------------------------------------------------------------- per-unit transverse field Gamma_i
+# 3 + 3 units, a rigid unit (Gamma_i = 0) in each layer; its Trotter marginal is TV 0.09 from the
+# one at the mean Gamma and 0.12 from the reversed vector (P = 8), both above twice BOUND_64
+UNIT_GAMMA = torch.tensor([2.0, 0.0, 0.5, 0.0, 1.5, 3.0], dtype=torch.float64)
+N_64 = 40_000
+BOUND_64 = tv_bound(64, N_64)
+
+
+@pytest.fixture(scope="module")
+def small_rbm() -> RBM:
+    return random_rbm(3, 3, scale=1.3, seed=1).float()
+
+
+def kronecker_hamiltonian(rbm: RBM, gammas: list[float]) -> np.ndarray:
+    """H = diag E(z) - sum_i Gamma_i (I x .. x sigma^x_i x .. x I), unit 0 the leftmost factor, in numpy."""
+    n, nv = rbm.num_units, rbm.num_visible
+    z = np.array(list(np.ndindex(*(2,) * n)), dtype=float)  # lexicographic, unit 0 the slowest
+    w, b = rbm.weight.detach().double().numpy(), rbm.visible_bias.detach().double().numpy()
+    c = rbm.hidden_bias.detach().double().numpy()
+    energies = -(z[:, :nv] @ b) - (z[:, nv:] @ c) - np.einsum("si,ij,sj->s", z[:, :nv], w, z[:, nv:])
+    sigma_x = np.array([[0.0, 1.0], [1.0, 0.0]])
+    field = sum(g * np.kron(np.kron(np.eye(2**i), sigma_x), np.eye(2 ** (n - i - 1))) for i, g in enumerate(gammas))
+    return np.diag(energies) - field
+
+
+def tv(p: torch.Tensor, q: torch.Tensor) -> float:
+    return 0.5 * (p - q).abs().sum().item()
+
+
+def test_equal_per_unit_values_are_the_single_field() -> None:
+    """The per-unit code paths against the scalar ones: the same numbers, bit for bit where the
+    arithmetic is the same (dense matrices, the sampler's draws), else to rounding."""
+    rbm, same = random_rbm(2, 3, scale=1.0, seed=7), torch.full((5,), 0.9, dtype=torch.float64)
+    assert torch.equal(qbm_hamiltonian(rbm, same), qbm_hamiltonian(rbm, 0.9))
+    assert torch.equal(exact_trotter_z_distribution(rbm, same, 4), exact_trotter_z_distribution(rbm, 0.9, 4))
+    assert exact_trotter_log_partition(rbm, same, 4) == exact_trotter_log_partition(rbm, 0.9, 4)
+    assert torch.allclose(trotter_coupling(same, 4), torch.tensor(trotter_coupling(0.9, 4), dtype=torch.float64))
+    assert torch.equal(PIMCSampler(500, slices=4, sweeps=3, gamma=same, seed=2).sample(rbm),
+                       PIMCSampler(500, slices=4, sweeps=3, gamma=0.9, seed=2).sample(rbm))
+    ais = [estimate_qbm_log_z(rbm, g, 4, 64, 20, torch.Generator().manual_seed(1)) for g in (same, 0.9)]
+    assert ais[0] == pytest.approx(ais[1], abs=1e-9)
+    streams = [[np.random.default_rng(s) for s in range(50)] for _ in range(2)]
+    assert torch.equal(seeded_qbm_states(rbm, streams[0], same, 4, 3), seeded_qbm_states(rbm, streams[1], 0.9, 4, 3))
+
+
+def test_the_per_unit_hamiltonian_is_the_kronecker_sum(small_rbm) -> None:
+    """Dense H and its z-basis law against H built from Kronecker products in numpy, rigid units included."""
+    expected = kronecker_hamiltonian(small_rbm, UNIT_GAMMA.tolist())
+    assert np.allclose(qbm_hamiltonian(small_rbm, UNIT_GAMMA).numpy(), expected, atol=1e-12)
+    values, vectors = np.linalg.eigh(expected)
+    diagonal = (vectors**2) @ np.exp(-(values - values.min()))
+    p = exact_qbm_z_distribution(small_rbm, UNIT_GAMMA)
+    assert np.allclose(p.numpy(), diagonal / diagonal.sum(), atol=1e-12)
+    assert exact_qbm_log_partition(small_rbm, UNIT_GAMMA) == pytest.approx(
+        float(np.log(np.exp(-(values - values.min())).sum()) - values.min()), abs=1e-10)
+    assert tv(exact_trotter_z_distribution(small_rbm, UNIT_GAMMA, 16), p) < 2e-3  # O((Gamma/P)^2)
+
+
+@pytest.mark.parametrize("slices", [2, 3, 4])
+def test_per_unit_path_energy_sums_to_the_trotter_trace(slices: int) -> None:
+    """Every path of a 2+1 RBM with Gamma = (0.9, 0, 0.4): sum exp(-S) = Tr (D T)^P with T the Kronecker
+    product of each unit's e^{a_i sigma^x} (the identity for the rigid unit), and slice 0's marginal."""
+    rbm, gammas = random_rbm(2, 1, scale=1.0, seed=4), [0.9, 0.0, 0.4]
+    paths = all_binary_states(3 * slices, dtype=torch.float64).reshape(-1, slices, 3)
+    action = path_energy(rbm, paths[..., :2], paths[..., 2:], torch.tensor(gammas, dtype=torch.float64))
+    singles = [torch.tensor([[math.cosh(g / slices), math.sinh(g / slices)], [math.sinh(g / slices),
+                                                                            math.cosh(g / slices)]],
+                            dtype=torch.float64) for g in gammas]
+    transfer = torch.kron(torch.kron(singles[0], singles[1]), singles[2])
+    energies = rbm.energy(all_binary_states(3, dtype=torch.float64)).detach()
+    trace = torch.linalg.matrix_power(torch.diag(torch.exp(-energies / slices)) @ transfer, slices).trace()
+    assert torch.logsumexp(-action, 0).item() == pytest.approx(math.log(trace.item()), abs=1e-10)
+    assert exact_trotter_log_partition(rbm, gammas, slices) == pytest.approx(math.log(trace.item()), abs=1e-10)
+    kinked = (paths[..., 1] != torch.roll(paths[..., 1], -1, 1)).any(1)
+    assert torch.isinf(action[kinked]).all() and torch.isfinite(action[~kinked]).all()  # the rigid unit never kinks
+    marginal = torch.bincount(state_index(paths[:, 0]), weights=torch.softmax(-action, 0), minlength=8)
+    assert torch.allclose(marginal, exact_trotter_z_distribution(rbm, gammas, slices), atol=1e-12)
+
+
+def brute_chain_law(f: torch.Tensor, coupling: float) -> torch.Tensor:
+    """exp(f.x - 2J #kinks) over every periodic path x (P,), normalised; J = inf: constant paths only."""
+    states = all_binary_states(len(f), dtype=f.dtype)
+    kinks = (states != torch.roll(states, -1, 1)).sum(1)
+    cost = torch.where(kinks > 0, 2 * coupling * kinks, 0.0) if math.isinf(coupling) else 2 * coupling * kinks
+    return torch.softmax(states @ f - cost, 0)
+
+
+@pytest.mark.parametrize("slices", [2, 5])
+def test_worldline_paths_with_per_unit_couplings_are_exact(slices: int) -> None:
+    """sample_ising_paths with J = (J(0.7), inf, J(2.0)): each unit against enumeration; the rigid
+    one is constant, 1 with probability sigmoid(sum f)."""
+    fields = torch.tensor([[1.2, -0.4, 0.3, -2.0, 0.9], [-0.7, 0.0, 0.5, 1.5, -0.2],
+                           [0.4, 0.4, -1.0, 0.2, 0.1]], dtype=torch.float64)[:, :slices].t()
+    coupling = trotter_coupling(torch.tensor([0.7, 0.0, 2.0], dtype=torch.float64), slices)
+    n = 40_000
+    x = sample_ising_paths(fields.expand(n, slices, 3).contiguous(), coupling, torch.Generator().manual_seed(0))
+    for unit in range(3):
+        exact = brute_chain_law(fields[:, unit], coupling[unit].item())
+        assert empirical_tv(x[:, :, unit], exact) < tv_bound(2**slices, n), unit
+    assert (x[:, :, 1] == x[:, :1, 1]).all()
+    assert chain_log_partition(fields[None], coupling)[0, 1].item() == pytest.approx(
+        math.log1p(math.exp(fields[:, 1].sum().item())), abs=1e-12)
+
+
+def test_chain_log_partition_with_per_unit_couplings_matches_enumeration() -> None:
+    fields = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    coupling = torch.tensor([0.6, math.inf, 1.4], dtype=torch.float64)
+    states = all_binary_states(5, dtype=torch.float64)
+    kinks = (states != torch.roll(states, -1, 1)).sum(1)
+    expected = torch.stack([torch.stack([torch.logsumexp(
+        states @ fields[c, :, m] - torch.where(kinks > 0, 2 * coupling[m] * kinks, 0.0), 0) for m in range(3)])
+        for c in range(3)])
+    assert torch.allclose(chain_log_partition(fields, coupling), expected, atol=1e-10)
+
+
+def test_pimc_with_per_unit_gamma_samples_its_trotter_distribution(small_rbm) -> None:
+    trotter = exact_trotter_z_distribution(small_rbm, UNIT_GAMMA, 8)
+    for wrong in (UNIT_GAMMA.mean().item(), UNIT_GAMMA.flip(0)):  # the test can fail
+        assert tv(exact_trotter_z_distribution(small_rbm, wrong, 8), trotter) > 2 * BOUND_64
+    samples = PIMCSampler(N_64, slices=8, sweeps=10, gamma=UNIT_GAMMA, seed=3).sample(small_rbm, N_64)
+    assert empirical_tv(samples, trotter) < BOUND_64
+
+
+def test_checkerboard_update_with_per_unit_gamma_samples_its_trotter_distribution(small_rbm) -> None:
+    gamma, n = torch.tensor([0.5, 2.5, 1.0, 3.0, 0.8, 2.0], dtype=torch.float64), 20_000
+    trotter = exact_trotter_z_distribution(small_rbm, gamma, 4)
+    assert tv(exact_trotter_z_distribution(small_rbm, gamma.flip(0), 4), trotter) > 2 * tv_bound(64, n)
+    sampler = PIMCSampler(n, slices=4, sweeps=30, gamma=gamma, seed=4, update="checkerboard")
+    assert empirical_tv(sampler.sample(small_rbm, n), trotter) < tv_bound(64, n)
+
+
+def test_qbm_ais_with_per_unit_gamma_agrees_with_the_exact_trotter_trace(small_rbm) -> None:
+    exact_p = exact_trotter_log_partition(small_rbm, UNIT_GAMMA, 8)
+    estimate, stderr = estimate_qbm_log_z(small_rbm, UNIT_GAMMA, 8, 500, 100, torch.Generator().manual_seed(5))
+    assert 0 < stderr < 0.02 and abs(estimate - exact_p) < 4 * stderr + 1e-3
+    assert abs(exact_p - exact_trotter_log_partition(small_rbm, UNIT_GAMMA.mean().item(), 8)) > 0.1  # it can fail
+    assert abs(exact_trotter_log_partition(small_rbm, UNIT_GAMMA, 32) - exact_qbm_log_partition(
+        small_rbm, UNIT_GAMMA)) < 0.01
+
+
+def test_per_unit_gamma_is_checked_against_the_number_of_units(rbm_and_exact) -> None:
+    rbm, _ = rbm_and_exact
+    with pytest.raises(ValueError, match=r"gamma must hold one value per unit, 10 \(num_visible \+ num_hidden\), "
+                                         r"got shape \(3,\)"):
+        PIMCSampler(8, slices=4, gamma=[0.5, 1.0, 0.0]).sample(rbm)
+    with pytest.raises(ValueError, match=r"gamma must hold one value per unit, 4 \(num_visible \+ num_hidden\), "
+                                         r"got 3"):
+        exact_qbm_z_distribution(RBM(2, 2), [1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match=r"gamma must be one number or a list of one per unit, got shape \(1, 2\)"):
+        check_gamma([[1.0, 0.5]])
+    assert check_gamma(np.float32(0.5)) == 0.5 and check_gamma(torch.tensor(0.25)) == 0.25  # 0-d: one value

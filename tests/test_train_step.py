@@ -35,8 +35,10 @@ def test_graphs_are_cuda_only():
 
 
 @pytest.mark.parametrize("make", [lambda: PCDSampler(num_chains=8, sweeps=2, seed=1),
-                                  lambda: PIMCSampler(num_chains=8, slices=4, sweeps=2, gamma=1.0, seed=1)],
-                         ids=["pcd", "pimc"])
+                                  lambda: PIMCSampler(num_chains=8, slices=4, sweeps=2, gamma=1.0, seed=1),
+                                  lambda: PIMCSampler(num_chains=8, slices=4, sweeps=2, gamma=[1.0, 0.0] * 5 + [0.5],
+                                                      seed=1)],
+                         ids=["pcd", "pimc", "pimc-per-unit"])
 def test_samplers_update_their_state_in_place_and_hand_out_copies(make):
     """A captured step reads the sampler's chains and generator at fixed addresses: sampling and
     reloading a state must keep those objects; a state dict must not change when the sampler moves on."""
@@ -88,7 +90,9 @@ def test_eager_epoch_terms_are_the_batch_weighted_means(small_data):
 
 
 @needs_cuda
-@pytest.mark.parametrize("prior", [dict(), dict(sampler="pimc", gamma=1.0, trotter_slices=4)], ids=["pcd", "pimc"])
+@pytest.mark.parametrize("prior", [dict(), dict(sampler="pimc", gamma=1.0, trotter_slices=4),
+                                   dict(sampler="pimc", gamma=(1.0, 0.0) * 16, trotter_slices=4)],
+                         ids=["pcd", "pimc", "pimc-per-unit"])
 def test_graph_steps_compute_what_eager_steps_compute(small_data, prior):
     runs = [train(Config(epochs=2, device="cuda", cuda_graphs=graphs, **prior, **SMALL), small_data, progress=False)
             for graphs in (False, True)]

@@ -20,7 +20,7 @@ from qvae.settings import add_flags, picked_flags
 from qvae.stopping import exit_code, stop_on_sigterm
 from qvae.train import resolve_device
 from tuning.objective import check_objective
-from tuning.space import SearchSpace
+from tuning.space import SearchSpace, check_base_config
 from tuning.study import TRIAL_DEFAULTS, TRIAL_FIXED, StudySettings, WorkerSpec, run_study, run_worker
 
 
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cfg_num_visible, args.cfg_num_hidden = half, args.cfg_latent_dim - half
     try:
         config = config_from_args(args)
+        check_base_config(config)
         space = SearchSpace.resolve(args.space, picked_flags(args, "space_"), config.latent_dim)
         settings = StudySettings(**picked_flags(args, "study_"))
         settings.validate()

@@ -14,8 +14,18 @@ from typing import Any
 
 import optuna
 
-from qvae.config import ConfigError
+from qvae.config import Config, ConfigError
+from qvae.gamma import describe
 from qvae.settings import check_fields, setting
+
+
+def check_base_config(config: Config) -> None:
+    """The base config of a study takes one gamma for every unit: the study searches the latent split
+    (and perhaps its total), which moves the units a per-unit gamma names."""
+    if isinstance(config.gamma, tuple):
+        raise ConfigError(f"gamma must be one value for a study (it searches the latent split, which moves the "
+                          f"units a per-unit gamma names; gamma_min/max search one value), got "
+                          f"{describe(config.gamma)}")
 
 
 @dataclass

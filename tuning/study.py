@@ -52,7 +52,7 @@ from qvae.tracking.store import (
 )
 from qvae.train import DivergenceError
 from tuning.objective import OBJECTIVES, RUN_ID_ATTR, WORKER_ATTR, Objective, check_objective
-from tuning.space import SearchSpace
+from tuning.space import SearchSpace, check_base_config
 
 log = logging.getLogger(__name__)
 DEFAULT_JOURNAL = "optuna-journal.log"
@@ -318,6 +318,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
 
     settings.validate()
     space.validate()
+    check_base_config(config)
     options.validate(config, "validation")  # what the trials score
     options.validate(config, "test")  # the champion, once
     check_objective(settings.objective, options)

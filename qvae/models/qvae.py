@@ -187,8 +187,8 @@ class QVAE(CentredData):
         return torch.sigmoid(self.decode(zeta))
 
     @property
-    def gamma(self) -> float:
-        """The transverse field of the prior (0: the classical RBM)."""
+    def gamma(self) -> float | Tensor:
+        """The transverse field of the prior (0: the classical RBM; a tensor: one value per latent unit)."""
         return self.latent_prior.gamma
 
     @torch.no_grad()

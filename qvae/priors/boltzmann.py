@@ -34,7 +34,7 @@ from qvae.priors.log_z import (
     resolve_log_z_method,
 )
 from qvae.priors.qbm import PIMCSampler, pimc_sweep, seeded_qbm_states, uniform_paths
-from qvae.priors.qbm_exact import check_gamma
+from qvae.priors.qbm_exact import check_gamma, describe_gamma
 from qvae.priors.rbm import RBM
 from qvae.priors.samplers import AnnealingSampler, PCDSampler, Sampler, gibbs_sweeps, random_visible
 
@@ -154,7 +154,8 @@ class RBMPrior(BoltzmannPrior):
 class QBMPrior(BoltzmannPrior):
     """p(z) = <z|e^{-H}|z> / Tr e^{-H}, H = diag E(z) - Γ sum_i σ^x_i (qvae/priors/qbm.py).
 
-    Γ = `gamma` is fixed, P = `slices` Trotter slices for the path-integral sampler and AIS. The
+    Γ = `gamma` is fixed (one value, or a float64 tensor of Γ_l per unit: config.gamma, resolved by
+    `check_gamma`), P = `slices` Trotter slices for the path-integral sampler and AIS. The
     model's KL with log Tr e^{-H} is an upper bound (`kl_upper_bound`), its ELBO the Q-ELBO and the
     importance-weighted NLL an upper bound; at Γ = 0 the bounds are tight and the prior is the RBM.
     """
@@ -165,7 +166,7 @@ class QBMPrior(BoltzmannPrior):
 
     def __init__(self, rbm: RBM, config: Config) -> None:
         super().__init__(rbm, config)
-        self.gamma = check_gamma(config.gamma)
+        self.gamma = check_gamma(config.gamma, units=rbm.num_units)
         self.slices = config.trotter_slices
 
     def make_sampler(self) -> Sampler:
@@ -191,7 +192,7 @@ class QBMPrior(BoltzmannPrior):
 
     def log_z(self, chains: int, betas: int, generator: torch.Generator | None,
               method: str = "auto") -> tuple[float, float, str]:
-        what = f"{self.rbm.num_visible} + {self.rbm.num_hidden} units, gamma {self.gamma}"
+        what = f"{self.rbm.num_visible} + {self.rbm.num_hidden} units, gamma {describe_gamma(self.gamma)}"
         how = resolve_log_z_method(method, self.log_z_method(), qbm_ais_method(self.slices), what)
         return (*qbm_log_z(self.rbm, self.gamma, self.slices, how, chains, betas, generator), how)
 

@@ -1,7 +1,8 @@
 """The prior a config asks for: `make_prior(config, rbm)`, and what every prior answers (`LatentPrior`).
 
 The one place that reads `prior` and `gamma` to choose: prior=gaussian is N(0, I); a Boltzmann
-prior with gamma = 0 is the RBM (whichever sampler trains it, PIMC included), with gamma > 0 the QBM.
+prior with gamma = 0 is the RBM (whichever sampler trains it, PIMC included), with gamma > 0 (for one
+latent unit at least, when gamma is given per unit) the QBM.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from torch import Tensor
 
 from qvae.config import Config
+from qvae.gamma import largest
 from qvae.priors.boltzmann import QBMPrior, RBMPrior
 from qvae.priors.gaussian import GaussianPrior
 from qvae.priors.rbm import RBM
@@ -53,7 +55,7 @@ def make_prior(config: Config, rbm: RBM | None = None) -> RBMPrior | QBMPrior | 
         return GaussianPrior(config.latent_dim)
     if rbm is None:
         raise ValueError(f"prior={config.prior} wraps an RBM: pass the model's RBM")
-    return QBMPrior(rbm, config) if config.gamma > 0 else RBMPrior(rbm, config)
+    return QBMPrior(rbm, config) if largest(config.gamma) > 0 else RBMPrior(rbm, config)
 
 
 def log_z_method(config: Config) -> str:

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from qvae.priors.qbm_exact import exact_qbm_z_distribution
+from qvae.priors.qbm_exact import Gamma, exact_qbm_z_distribution
 from qvae.priors.rbm import RBM, all_binary_states
 
 EXACT, SAMPLED = "exact", "log_z_plus_chain_energy"
@@ -59,6 +59,6 @@ def kl_uniform_exact_from(p: Tensor) -> float:
     return math.log(len(p)) + (nonzero * nonzero.log()).sum().item()
 
 
-def qbm_kl_uniform_exact(rbm: RBM, gamma: float) -> float:
+def qbm_kl_uniform_exact(rbm: RBM, gamma: Gamma) -> float:
     """KL of the QBM's z-marginal <z|e^{-H}|z> / Tr e^{-H} from uniform, from the dense spectrum."""
     return kl_uniform_exact_from(exact_qbm_z_distribution(rbm, gamma))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from qvae.priors.qbm import estimate_qbm_log_z
-from qvae.priors.qbm_exact import MAX_EXACT_QUBITS, exact_qbm_log_partition
+from qvae.priors.qbm_exact import MAX_EXACT_QUBITS, Gamma, exact_qbm_log_partition
 from qvae.priors.rbm import RBM
 
 EXACT_LOG_Z_MAX_STATES = 2**16  # enumerate the smaller layer up to this many states, else AIS
@@ -65,7 +65,7 @@ def rbm_log_z(rbm: RBM, method: str, chains: int, betas: int,
 
 
 @torch.no_grad()
-def qbm_log_z(rbm: RBM, gamma: float, slices: int, method: str, chains: int, betas: int,
+def qbm_log_z(rbm: RBM, gamma: Gamma, slices: int, method: str, chains: int, betas: int,
               generator: torch.Generator | None) -> tuple[float, float]:
     """(log Tr e^{-H}, standard error): the dense spectrum for method exact, else path-integral AIS."""
     if method == "exact":

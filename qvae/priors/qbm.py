@@ -21,6 +21,12 @@ neighbouring slices. Since s s' = 1 - 2 [z != z'], in binary variables each bond
 disagreement plus the constant -(J + log sqrt(cosh a sinh a)) = -log cosh a (n P bonds). Each
 slice sees E / P. The error of the z-marginal is O((Gamma / P)^2). `path_energy` is S;
 `qbm_exact.exact_trotter_z_distribution` is the finite-P marginal that `PIMCSampler` targets exactly.
+
+Per-unit field, H = diag(E(z)) - sum_i Gamma_i sigma^x_i: everything above holds unit by unit, with
+a_i = Gamma_i / P and J_i. A unit with Gamma_i = 0 has J_i = inf: its world line cannot kink, so it
+is one classical variable shared by all slices (weight e^{f_0 + ... + f_{P-1}} for x = 1). The
+chain samplers and chain sums treat such rigid units exactly (`sample_ising_paths`,
+`chain_log_partition`), with no small-Gamma stand-in.
 """
 
 from __future__ import annotations
@@ -34,22 +40,61 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qvae.priors.qbm_exact import check_gamma, trotter_coupling
+from qvae.priors.qbm_exact import Gamma, check_gamma, largest_gamma, trotter_coupling, unit_gammas
 from qvae.priors.rbm import RBM, ais_log_mean
 from qvae.priors.samplers import GeneratorState, bernoulli, restore_in_place
 
+Coupling = float | Tensor  # J_perp of every unit, or per unit along the paths' last axis (inf: rigid)
 
-def path_energy(prior: RBM, v: Tensor, h: Tensor, gamma: float) -> Tensor:
-    """S per path: sum_k E(z^k)/P + 2 J sum_{k,i} [z^k_i != z^{k+1}_i] - n P log cosh(Gamma/P).
+
+def path_energy(prior: RBM, v: Tensor, h: Tensor, gamma: Gamma) -> Tensor:
+    """S per path: sum_k E(z^k)/P + sum_i 2 J_i sum_k [z^k_i != z^{k+1}_i] - P sum_i log cosh(Gamma_i/P).
 
     v: (..., P, nv), h: (..., P, nh). Summing exp(-S) over all paths gives Tr (D T)^P exactly,
-    where D and T are as in `exact_trotter_z_distribution` (without its energy shift); Gamma > 0.
+    where D and T are as in `exact_trotter_z_distribution` (without its energy shift). A unit with
+    Gamma_i = 0 gives S = inf to every path in which it kinks (weight 0).
     """
     slices = v.shape[-2]
     z = torch.cat([v, h], dim=-1)
+    if isinstance(gamma, Tensor):
+        kinks = (z != torch.roll(z, -1, dims=-2)).sum(-2).to(z.dtype)  # (..., n)
+        coupling = trotter_coupling(gamma.to(z), slices)
+        cost = torch.where(kinks > 0, 2.0 * coupling * kinks, 0.0).sum(-1)  # 0 * inf would be nan
+        constant = slices * torch.log(torch.cosh(gamma.to(z) / slices)).sum()
+        return prior.energy(z).sum(-1) / slices + cost - constant
     kinks = (z != torch.roll(z, -1, dims=-2)).sum((-2, -1)).to(z.dtype)
     constant = prior.num_units * slices * math.log(math.cosh(gamma / slices))
     return prior.energy(z).sum(-1) / slices + 2.0 * trotter_coupling(gamma, slices) * kinks - constant
+
+
+def unit_couplings(prior: RBM, gamma: Gamma, slices: int, like: Tensor) -> tuple[Coupling, Coupling]:
+    """J_perp of the visible units and of the hidden units: one float each for a single Gamma; for
+    per-unit Gamma, tensors (nv,) and (nh,) on `like`'s device and dtype (inf where Gamma_i = 0).
+    Computed where Gamma is: pass Gamma on the paths' device inside a captured CUDA graph."""
+    coupling = trotter_coupling(gamma, slices)
+    if not isinstance(coupling, Tensor):
+        return coupling, coupling
+    if coupling.shape != (prior.num_units,):
+        raise ValueError(f"gamma must hold one value per unit, {prior.num_units} (num_visible + num_hidden), "
+                         f"got shape {tuple(coupling.shape)}")
+    coupling = coupling.to(device=like.device, dtype=like.dtype)
+    return coupling[: prior.num_visible], coupling[prior.num_visible:]
+
+
+def free_chain_log_z(gamma: Gamma, slices: int, units: int, clamped: bool = False) -> float:
+    """log of the path sum of `units` free units (E = 0): prod over bonds of cosh(a_i) tanh(a_i)^[kink].
+
+    Per unit P log cosh a + log((1+t)^P + (1-t)^P), t = tanh a, a = Gamma_i / P (log 2 for a rigid
+    unit, Gamma_i = 0); `clamped` (slice 0 fixed) halves each unit's sum. The AIS start of log Z."""
+    def one(unit_gamma: float) -> float:
+        a = unit_gamma / slices
+        t = math.tanh(a)
+        value = slices * math.log(math.cosh(a)) + slices * math.log1p(t) + math.log1p(((1.0 - t) / (1.0 + t)) ** slices)
+        return value - math.log(2.0) if clamped else value
+
+    if isinstance(gamma, Tensor):
+        return sum(one(g) for g in unit_gammas(gamma, units))
+    return units * one(gamma)
 
 
 # ---------------------------------------------------------------- path-integral Monte Carlo
@@ -79,12 +124,14 @@ class PIMCSampler:
     classical block-Gibbs sweep on slice 0 at temperature 1, copied to every slice, so the sampler
     targets the RBM exactly.
 
-    `anneal_gamma` (one Gamma per sweep, e.g. decreasing to 0) makes it simulated quantum
+    `gamma` may be one value per unit (visible first): each unit's world line then has its own J,
+    and a unit with Gamma_i = 0 a rigid one (world-line update only: single-slice flips never move
+    it). `anneal_gamma` (one Gamma per sweep, e.g. decreasing to 0) makes it simulated quantum
     annealing: each call starts fresh chains and runs the schedule (in place of `gamma` and
     `sweeps`) with the same sweep code.
     """
 
-    def __init__(self, num_chains: int = 256, slices: int = 16, sweeps: int = 4, gamma: float = 1.0,
+    def __init__(self, num_chains: int = 256, slices: int = 16, sweeps: int = 4, gamma: Gamma | Sequence[float] = 1.0,
                  seed: int = 0, anneal_gamma: Sequence[float] | None = None, update: str = "worldline") -> None:
         if num_chains < 1:
             raise ValueError(f"num_chains must be >= 1, got {num_chains}")
@@ -97,11 +144,15 @@ class PIMCSampler:
                                                       for g in anneal_gamma]
         if schedule is not None and not schedule:
             raise ValueError("anneal_gamma must hold at least one Gamma (one per sweep)")
-        check_slices(slices, max(schedule or [gamma]), update)
+        check_slices(slices, max(schedule or [largest_gamma(gamma)]), update)
+        if update == "checkerboard" and isinstance(gamma, Tensor) and bool((gamma == 0).any()):
+            raise ValueError("update='checkerboard' needs every Gamma_i > 0: a unit with Gamma_i = 0 has a rigid "
+                             "world line, which single-slice flips never move; use update='worldline'")
         self.num_chains, self.slices, self.sweeps, self.gamma = num_chains, slices, sweeps, gamma
         self.anneal_gamma, self.update = schedule, update
         self.visible: Tensor | None = None
         self.hidden: Tensor | None = None
+        self._placed: Tensor | None = None  # per-unit Gamma on the chains' device (`_gamma_on`)
         self._rng = GeneratorState(seed)
 
     @torch.no_grad()
@@ -120,11 +171,20 @@ class PIMCSampler:
         self.visible = self.visible.to(device=device, dtype=dtype)
         self.hidden = self.hidden.to(device=device, dtype=dtype)
         v, h = self.visible, self.hidden
-        for gamma in self.anneal_gamma or [self.gamma] * self.sweeps:
+        for gamma in self.anneal_gamma or [self._gamma_on(device)] * self.sweeps:
             v, h = pimc_sweep(prior, v, h, gamma, gen, self.update)
         self.visible.copy_(v)  # in place: the paths stay the tensors a captured training step reads
         self.hidden.copy_(h)
         return torch.cat([v[:, 0], h[:, 0]], dim=1)
+
+    def _gamma_on(self, device: torch.device) -> Gamma:
+        """Gamma for the sweeps: per-unit values copied to `device` once, so that a captured training
+        step computes its couplings there instead of copying from the host."""
+        if not isinstance(self.gamma, Tensor):
+            return self.gamma
+        if self._placed is None or self._placed.device != device:
+            self._placed = self.gamma.to(device)
+        return self._placed
 
     def graph_inputs(self) -> tuple[Any, ...] | None:
         """The state a captured training step reads and updates in place (train_step.py); None while
@@ -134,14 +194,17 @@ class PIMCSampler:
         return self.visible, self.hidden, self._rng.generator
 
     def state_dict(self) -> dict[str, Any]:
+        gamma = self.gamma.clone() if isinstance(self.gamma, Tensor) else self.gamma
         return {"num_chains": self.num_chains, "slices": self.slices, "sweeps": self.sweeps,
-                "gamma": self.gamma, "anneal_gamma": None if self.anneal_gamma is None else list(self.anneal_gamma),
+                "gamma": gamma, "anneal_gamma": None if self.anneal_gamma is None else list(self.anneal_gamma),
                 "update": self.update, "visible": _copy(self.visible), "hidden": _copy(self.hidden),
                 "rng": self._rng.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_chains, self.slices, self.sweeps = state["num_chains"], state["slices"], state["sweeps"]
-        self.gamma, self.anneal_gamma, self.update = state["gamma"], state["anneal_gamma"], state["update"]
+        self.gamma, self.anneal_gamma, self.update = check_gamma(state["gamma"]), state["anneal_gamma"], state["update"]
+        if isinstance(self.gamma, Tensor):  # in place where it was placed: a captured step keeps reading it
+            self._placed = restore_in_place(self._placed, self.gamma)
         self.visible = restore_in_place(self.visible, state["visible"])
         self.hidden = restore_in_place(self.hidden, state["hidden"])
         self._rng.load(state["rng"])
@@ -171,27 +234,28 @@ def _copy(paths: Tensor | None) -> Tensor | None:
 
 
 @torch.no_grad()
-def pimc_sweep(prior: RBM, v: Tensor, h: Tensor, gamma: float, generator: torch.Generator | None,
+def pimc_sweep(prior: RBM, v: Tensor, h: Tensor, gamma: Gamma, generator: torch.Generator | None,
                update: str = "worldline") -> tuple[Tensor, Tensor]:
-    """One sweep over paths v (chains, P, nv), h (chains, P, nh) at transverse field Gamma; new (v, h)."""
+    """One sweep over paths v (chains, P, nv), h (chains, P, nh) at transverse field Gamma (one value,
+    or one per unit); new (v, h). update='checkerboard' needs every Gamma_i > 0 (see `PIMCSampler`)."""
     slices = v.shape[1]
-    coupling = trotter_coupling(gamma, slices)
-    if math.isinf(coupling):  # Gamma = 0: classical block Gibbs on slice 0, slices kept identical
+    coupling_v, coupling_h = unit_couplings(prior, gamma, slices, v)
+    if not isinstance(coupling_v, Tensor) and math.isinf(coupling_v):  # Gamma = 0: block Gibbs on slice 0, copied
         v0 = bernoulli(prior.visible_logits(h[:, 0]), generator)
         h0 = bernoulli(prior.hidden_logits(v0), generator)
         return v0[:, None].expand_as(v), h0[:, None].expand_as(h)  # views: never written in place
     beta = 1.0 / slices
     if update == "worldline":
-        v = sample_ising_paths(prior.visible_logits(h, beta), coupling, generator)
-        h = sample_ising_paths(prior.hidden_logits(v, beta), coupling, generator)
+        v = sample_ising_paths(prior.visible_logits(h, beta), coupling_v, generator)
+        h = sample_ising_paths(prior.hidden_logits(v, beta), coupling_h, generator)
         return v, h
     v, h = v.clone(), h.clone()
     even, odd = slice(0, None, 2), slice(1, None, 2)
     for v_part, h_part in ((even, odd), (odd, even)):  # the two colours of the (unit, slice) graph
         v[:, v_part] = bernoulli(prior.visible_logits(h[:, v_part], beta)
-                                 + 2.0 * coupling * _neighbour_spins(v, v_part), generator)
+                                 + 2.0 * coupling_v * _neighbour_spins(v, v_part), generator)
         h[:, h_part] = bernoulli(prior.hidden_logits(v[:, h_part], beta)
-                                 + 2.0 * coupling * _neighbour_spins(h, h_part), generator)
+                                 + 2.0 * coupling_h * _neighbour_spins(h, h_part), generator)
     return v, h
 
 
@@ -204,7 +268,7 @@ def _neighbour_spins(x: Tensor, part: slice) -> Tensor:
     return other + torch.roll(other, -1, dims=1)
 
 
-def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generator | None,
+def sample_ising_paths(fields: Tensor, coupling: Coupling, generator: torch.Generator | None,
                        uniforms: Tensor | None = None) -> Tensor:
     """Exact samples of independent periodic binary chains: p(x) ~ exp(sum_k f_k x_k - 2J #kinks).
 
@@ -212,10 +276,12 @@ def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generat
     e^{f_k x} t^[x != y] with t = tanh(Gamma/P) = e^{-2J}; S_k = A_k ... A_{P-1}. A backward pass
     keeps, for both values a of x_0, the log ratio d_k(a) = log S_k[1, a] / S_k[0, a] and the log of
     S_0[0, a]; x_0 is drawn from diag(S_0), then x_k given x_{k-1} with logit d_k(x_0) + 2J s_{k-1}.
+    `coupling` is one J, or one per unit (m,); J = inf (Gamma_i = 0) makes a unit's path constant,
+    1 with probability sigmoid(sum_k f_k), decided by its first uniform.
     `uniforms` (the shape of `fields`, in (0, 1)) replaces the generator's draws, e.g. per-seed streams.
     """
     slices = fields.shape[1]
-    log_t = -2.0 * coupling
+    log_t, rigid = _log_t(coupling, fields)
     fields = fields.transpose(0, 1).contiguous()  # (P, chains, m): one contiguous block per slice
     a = torch.arange(2, device=fields.device, dtype=fields.dtype)[:, None, None]  # no host copy: capturable
     d = fields[-1] + log_t * (1.0 - 2.0 * a)  # (2, chains, m); S_{P-1}[x, a] = e^{f x} t^[x != a]
@@ -240,15 +306,30 @@ def sample_ising_paths(fields: Tensor, coupling: float, generator: torch.Generat
     for k in range(1, slices):
         x = below_minus[k] | (x & below_plus[k])
         paths.append(x)
-    return torch.stack(paths, dim=1).to(fields.dtype)
+    sampled = torch.stack(paths, dim=1).to(fields.dtype)
+    if rigid is None:
+        return sampled
+    constant = (u[0] < torch.sigmoid(fields.sum(0))).to(fields.dtype)  # (chains, m): the whole path's value
+    return torch.where(rigid, constant[:, None], sampled)
 
 
-def chain_log_partition(fields: Tensor, coupling: float) -> Tensor:
+def _log_t(coupling: Coupling, like: Tensor) -> tuple[float | Tensor, Tensor | None]:
+    """(log t = -2J, the rigid units' mask or None): per-unit J on `like`'s device and dtype, the rigid
+    units (J = inf) given t = 1, a free chain whose samples `sample_ising_paths` then replaces."""
+    if not isinstance(coupling, Tensor):
+        return -2.0 * coupling, None
+    log_t = (-2.0 * coupling).to(like)
+    rigid = torch.isinf(log_t)
+    return log_t.masked_fill(rigid, 0.0), rigid
+
+
+def chain_log_partition(fields: Tensor, coupling: Coupling) -> Tensor:
     """log sum_x exp(sum_k f_k x_k - 2J #kinks) of independent periodic binary chains.
 
-    fields: (chains, P, m) -> (chains, m). A product of 2x2 transfer matrices in log space.
+    fields: (chains, P, m) -> (chains, m). A product of 2x2 transfer matrices in log space. Per-unit
+    J (m,) may be inf (a rigid unit): log t = -inf then keeps only the two constant paths.
     """
-    log_t = -2.0 * coupling
+    log_t = (-2.0 * coupling).to(fields) if isinstance(coupling, Tensor) else -2.0 * coupling
     f = fields.transpose(0, 1)  # (P, chains, m)
     zero = torch.zeros_like(f[0])
     # m_ab: log (B_0 ... B_k)[a, b], B_k[x, y] = e^{f_k x} t^[x != y]; the trace closes the periodic chain
@@ -261,46 +342,44 @@ def chain_log_partition(fields: Tensor, coupling: float) -> Tensor:
 
 
 @torch.no_grad()
-def estimate_qbm_log_z(prior: RBM, gamma: float, slices: int, num_chains: int = 256, num_betas: int = 300,
+def estimate_qbm_log_z(prior: RBM, gamma: Gamma, slices: int, num_chains: int = 256, num_betas: int = 300,
                        generator: torch.Generator | None = None) -> tuple[float, float]:
     """AIS estimate of log Tr (D T)^P, the P-slice approximation of log Tr e^{-H}, and its standard error.
 
     The classical system of visible paths (hidden paths summed out exactly, `chain_log_partition`)
     is annealed from beta = 0, where every unit is a free periodic chain with log Z in closed form
-    (n P log cosh a + n log((1+t)^P + (1-t)^P), t = tanh a, a = Gamma / P), to beta = 1, with
-    world-line Gibbs transitions. Estimator of Z unbiased, log Z a stochastic lower bound; the
-    Trotter error O((Gamma / P)^2) is not in the standard error. Gamma = 0 is the RBM's AIS.
+    (`free_chain_log_z`), to beta = 1, with world-line Gibbs transitions. Estimator of Z unbiased,
+    log Z a stochastic lower bound; the Trotter error O((Gamma / P)^2) is not in the standard error.
+    Gamma = 0 (every Gamma_i = 0) is the RBM's AIS.
     """
-    gamma = check_gamma(gamma)
-    if gamma == 0:
+    gamma = check_gamma(gamma, units=prior.num_units)
+    if largest_gamma(gamma) == 0:
         return prior.log_partition_ais(num_chains, num_betas, generator)
     if num_chains < 2 or num_betas < 2:
         raise ValueError(f"num_chains and num_betas must be >= 2, got {num_chains}, {num_betas}")
-    check_slices(slices, gamma, "worldline")
+    check_slices(slices, largest_gamma(gamma), "worldline")
     w, dtype = prior.weight, prior.weight.dtype
-    a, n = gamma / slices, prior.num_units
-    coupling, t = trotter_coupling(gamma, slices), math.tanh(a)
-    log_z0 = n * (slices * math.log(math.cosh(a)) + slices * math.log1p(t)
-                  + math.log1p(((1.0 - t) / (1.0 + t)) ** slices))
+    coupling_v, coupling_h = unit_couplings(prior, gamma, slices, w)
+    log_z0 = free_chain_log_z(gamma, slices, prior.num_units)
 
     def log_unnorm(v: Tensor, beta: float) -> Tensor:  # kink terms of v cancel between betas: left out
         visible = (v @ prior.visible_bias).sum(-1) * (beta / slices)
-        return visible + chain_log_partition(prior.hidden_logits(v, beta / slices), coupling).sum(-1)
+        return visible + chain_log_partition(prior.hidden_logits(v, beta / slices), coupling_h).sum(-1)
 
     zeros = torch.zeros(num_chains, slices, prior.num_visible, device=w.device, dtype=dtype)
-    v = sample_ising_paths(zeros, coupling, generator)  # exact samples of beta = 0
+    v = sample_ising_paths(zeros, coupling_v, generator)  # exact samples of beta = 0
     log_weights = torch.zeros(num_chains, dtype=torch.float64, device=w.device)
     betas = torch.linspace(0.0, 1.0, num_betas).tolist()
     for prev, beta in zip(betas[:-1], betas[1:]):
         log_weights += (log_unnorm(v, beta) - log_unnorm(v, prev)).double()
-        h = sample_ising_paths(prior.hidden_logits(v, beta / slices), coupling, generator)
-        v = sample_ising_paths(prior.visible_logits(h, beta / slices), coupling, generator)
+        h = sample_ising_paths(prior.hidden_logits(v, beta / slices), coupling_h, generator)
+        v = sample_ising_paths(prior.visible_logits(h, beta / slices), coupling_v, generator)
     log_mean_w, stderr = ais_log_mean(log_weights)
     return log_z0 + log_mean_w.item(), stderr.item()
 
 
 @torch.no_grad()
-def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: float, slices: int, sweeps: int) -> Tensor:
+def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: Gamma, slices: int, sweeps: int) -> Tensor:
     """z-basis samples (len(streams), n), row i drawing every random number from numpy stream i.
 
     Kink-free uniformly random paths, then `sweeps` world-line sweeps; slice 0 of each path. A row
@@ -308,7 +387,7 @@ def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: float, slices: 
     """
     device, dtype = prior.weight.device, prior.weight.dtype
     nv, nh = prior.num_visible, prior.num_hidden
-    coupling = trotter_coupling(gamma, slices)
+    coupling_v, coupling_h = unit_couplings(prior, gamma, slices, prior.weight)
 
     def draw(count: int, *shape: int) -> Tensor:
         rows = [stream.random(count, dtype="float32") for stream in streams]
@@ -317,8 +396,8 @@ def seeded_qbm_states(prior: RBM, streams: Sequence[Any], gamma: float, slices: 
     start = (draw(nv + nh, 1, nv + nh) < 0.5).to(dtype).expand(-1, slices, -1)
     v, h = start[..., :nv].contiguous(), start[..., nv:].contiguous()
     for _ in range(sweeps):
-        v = sample_ising_paths(prior.visible_logits(h, 1.0 / slices), coupling, None, draw(slices * nv, slices, nv))
-        h = sample_ising_paths(prior.hidden_logits(v, 1.0 / slices), coupling, None, draw(slices * nh, slices, nh))
+        v = sample_ising_paths(prior.visible_logits(h, 1.0 / slices), coupling_v, None, draw(slices * nv, slices, nv))
+        h = sample_ising_paths(prior.hidden_logits(v, 1.0 / slices), coupling_h, None, draw(slices * nh, slices, nh))
     return torch.cat([v[:, 0], h[:, 0]], dim=1)
 
 
@@ -327,8 +406,10 @@ __all__ = [
     "PIMCSampler",
     "chain_log_partition",
     "estimate_qbm_log_z",
+    "free_chain_log_z",
     "path_energy",
     "pimc_sweep",
     "sample_ising_paths",
     "seeded_qbm_states",
+    "unit_couplings",
 ]

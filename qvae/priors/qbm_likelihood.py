@@ -18,7 +18,8 @@ Errors, all stated by `estimate_log_prob`:
 - Sampling error: the delta-method standard error of log mean w per z (the AIS weights' spread).
 - log of an unbiased estimate of <z|(D T)^P|z> is biased low in expectation (Jensen): the
   estimate of log p_P(z) is a stochastic lower bound, by about half the squared relative error.
-At Γ = 0 there is nothing to estimate: log p(z) = -E(z) - log Z.
+At Γ = 0 there is nothing to estimate: log p(z) = -E(z) - log Z. Per-unit Γ_l works unit by unit
+(`qbm.py`); a unit with Γ_l = 0 has a rigid path, fixed to its value in z.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from qvae.priors.qbm import check_slices, sample_ising_paths
-from qvae.priors.qbm_exact import check_gamma, trotter_coupling
+from qvae.priors.qbm import Coupling, check_slices, free_chain_log_z, sample_ising_paths, unit_couplings
+from qvae.priors.qbm_exact import Gamma, check_gamma, largest_gamma
 from qvae.priors.rbm import RBM, ais_log_mean
 
 CLAMP_FIELD = 1e4  # a slice-0 field that fixes its value in the exact chain sampler (float64 paths)
@@ -47,10 +48,11 @@ class LogProb:
     slices: int
 
 
-def clamped_chain_log_partition(fields: Tensor, coupling: float, first: Tensor) -> Tensor:
+def clamped_chain_log_partition(fields: Tensor, coupling: Coupling, first: Tensor) -> Tensor:
     """log sum over x_1..x_{P-1} of exp(sum_k f_k x_k - 2J #kinks) of periodic binary chains whose
-    x_0 is `first` (0/1): fields (rows, P, m), first (rows, m) -> (rows, m)."""
-    log_t = -2.0 * coupling
+    x_0 is `first` (0/1): fields (rows, P, m), first (rows, m) -> (rows, m). Per-unit J (m,) may be
+    inf (a rigid unit: its one constant path)."""
+    log_t = (-2.0 * coupling).to(fields) if isinstance(coupling, Tensor) else -2.0 * coupling
     f = fields.transpose(0, 1)  # (P, rows, m)
     one = first.to(torch.bool)
     minus_inf = torch.full_like(f[0], -math.inf)
@@ -62,7 +64,8 @@ def clamped_chain_log_partition(fields: Tensor, coupling: float, first: Tensor) 
     return torch.where(one, torch.logaddexp(m1, m0 + log_t), torch.logaddexp(m0, m1 + log_t))
 
 
-def sample_clamped_paths(fields: Tensor, coupling: float, first: Tensor, generator: torch.Generator | None) -> Tensor:
+def sample_clamped_paths(fields: Tensor, coupling: Coupling, first: Tensor,
+                         generator: torch.Generator | None) -> Tensor:
     """Exact samples of the chains of `clamped_chain_log_partition` (slice 0 = `first`); (rows, P, m)."""
     pinned = fields.clone()
     pinned[:, 0] = torch.where(first.to(torch.bool), CLAMP_FIELD, -CLAMP_FIELD)
@@ -72,15 +75,16 @@ def sample_clamped_paths(fields: Tensor, coupling: float, first: Tensor, generat
 
 
 @torch.no_grad()
-def estimate_log_diagonal(prior: RBM, z: Tensor, gamma: float, slices: int, chains: int = 64, betas: int = 200,
+def estimate_log_diagonal(prior: RBM, z: Tensor, gamma: Gamma, slices: int, chains: int = 64, betas: int = 200,
                           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """AIS estimate of log <z|(D T)^P|z> for each row of z (N, n) in {0,1}, and its standard error.
 
     Runs in float64 on z's device (the clamp field and the weights need its precision)."""
-    gamma = check_gamma(gamma)
-    if gamma == 0:
-        raise ValueError("gamma must be > 0: at gamma = 0, log p(z) = -E(z) - log Z exactly (no path integral)")
-    check_slices(slices, gamma, "worldline")
+    gamma = check_gamma(gamma, units=prior.num_units)
+    if largest_gamma(gamma) == 0:
+        raise ValueError("gamma must be > 0 (for one unit at least): at gamma = 0, log p(z) = -E(z) - log Z exactly "
+                         "(no path integral)")
+    check_slices(slices, largest_gamma(gamma), "worldline")
     if chains < 2 or betas < 2:
         raise ValueError(f"chains and betas must be >= 2, got {chains}, {betas}")
     nv, n = prior.num_visible, prior.num_units
@@ -92,31 +96,29 @@ def estimate_log_diagonal(prior: RBM, z: Tensor, gamma: float, slices: int, chai
     rows = len(z) * chains
     zz = z.to(torch.float64).repeat_interleave(chains, 0)  # (rows, n): chains consecutive per z
     first_v, first_h = zz[:, :nv], zz[:, nv:]
-    a, coupling = gamma / slices, trotter_coupling(gamma, slices)
-    t = math.tanh(a)
+    coupling_v, coupling_h = unit_couplings(prior, gamma, slices, zz)
     # beta = 0: n free chains with slice 0 fixed, each sum_x t^#kinks = ((1+t)^P + (1-t)^P) / 2
-    log_z0 = n * (slices * math.log(math.cosh(a)) + slices * math.log1p(t)
-                  + math.log1p(((1.0 - t) / (1.0 + t)) ** slices) - math.log(2.0))
+    log_z0 = free_chain_log_z(gamma, slices, n, clamped=True)
 
     def log_unnorm(v: Tensor, beta: float) -> Tensor:  # visible kinks do not depend on beta: left out
         visible = (v @ bv).sum(-1) * (beta / slices)
         hidden_fields = (bh + v @ w) * (beta / slices)
-        return visible + clamped_chain_log_partition(hidden_fields, coupling, first_h).sum(-1)
+        return visible + clamped_chain_log_partition(hidden_fields, coupling_h, first_h).sum(-1)
 
     zeros = torch.zeros(rows, slices, nv, device=device, dtype=torch.float64)
-    v = sample_clamped_paths(zeros, coupling, first_v, generator)  # exact samples of beta = 0
+    v = sample_clamped_paths(zeros, coupling_v, first_v, generator)  # exact samples of beta = 0
     log_weights = torch.zeros(rows, dtype=torch.float64, device=device)
     schedule = torch.linspace(0.0, 1.0, betas).tolist()
     for prev, beta in zip(schedule[:-1], schedule[1:]):
         log_weights += log_unnorm(v, beta) - log_unnorm(v, prev)
-        h = sample_clamped_paths((bh + v @ w) * (beta / slices), coupling, first_h, generator)
-        v = sample_clamped_paths((bv + h @ w.t()) * (beta / slices), coupling, first_v, generator)
+        h = sample_clamped_paths((bh + v @ w) * (beta / slices), coupling_h, first_h, generator)
+        v = sample_clamped_paths((bv + h @ w.t()) * (beta / slices), coupling_v, first_v, generator)
     log_mean_w, stderr = ais_log_mean(log_weights.reshape(len(z), chains))
     return log_z0 + log_mean_w, stderr
 
 
 @torch.no_grad()
-def estimate_log_prob(prior: RBM, z: Tensor, gamma: float, slices: int, log_z: float, chains: int = 64,
+def estimate_log_prob(prior: RBM, z: Tensor, gamma: Gamma, slices: int, log_z: float, chains: int = 64,
                       betas: int = 200, generator: torch.Generator | None = None) -> LogProb:
     """log p_P(z) = log <z|(D T)^P|z> - log Tr (D T)^P for each row of z, given `log_z` (an estimate of
     log Tr (D T)^P, e.g. `estimate_qbm_log_z`, or exact for small models)."""

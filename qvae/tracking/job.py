@@ -29,6 +29,8 @@ from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorS
 from qvae.background import BackgroundWork
 from qvae.config import Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for, model_inputs
+from qvae.gamma import ARTIFACT as GAMMA_ARTIFACT
+from qvae.gamma import as_param
 from qvae.metrics.names import split_name
 from qvae.metrics.scores import final_scores, score_details
 from qvae.models.build import build_model
@@ -409,10 +411,13 @@ def describe_run(run: Any, config: Config, options: JobOptions, data: MnistData,
     mark_model_training(run.info.experiment_id)
     prior_params = {} if config.prior == "gaussian" else {  # a Gaussian has no sampler and no log Z
         "log_z_method": log_z_method(config), "prior_kl_uniform_method": kl_uniform_method(config)}
-    log_new_params({**config.relevant(), "device_used": str(resolve_device(config.device)),
+    log_new_params({**{k: as_param(v) for k, v in config.relevant().items()},
+                    "device_used": str(resolve_device(config.device)),
                     **data.source.as_params(), **library_versions(), **git_state(),
                     **asdict(options.score_settings()), "tsne_interval": options.tsne_interval,
                     "tsne_points": options.tsne_points, **prior_params})
+    if isinstance(config.relevant().get("gamma"), tuple):  # per-unit Γ: the values, whatever the param holds
+        store_write(mlflow.log_text, json.dumps(list(config.gamma)), GAMMA_ARTIFACT)
     if resumed is None:
         log_dataset(data)
     else:  # killed between a checkpoint and its metrics: log them now, so no step is missing or doubled
