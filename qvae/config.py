@@ -73,6 +73,11 @@ class Config:
     # objective
     dist_beta: float = setting(10.0, "sharpness of the overlapping-exponential smoothing", low=0.0, low_open=True)
     kl_beta: float = setting(1e-6, "weight of the KL term in the optimised loss", low=0.0)
+    kl_warmup_epochs: int = setting(0, "epochs over which the KL's weight rises linearly from 0 to kl_beta "
+                                    "(step by step)", low=0, zero="no warm-up")
+    iw_samples: int = setting(0, "importance samples per image of the training objective: k >= 1 trains on the "
+                              "importance-weighted bound (IWAE; the QVAE with DVAE#'s mean-field relaxed prior)",
+                              low=0, high=1000, zero="the ELBO with its exact KL")
     weight_decay: float = setting(0.01, "L2 on the RBM parameters, added to the loss as the seed does", low=0.0)
     # optimisation
     batch_size: int = setting(256, "images per Adam step (at most the training images)", low=1)
@@ -138,6 +143,9 @@ class Config:
         if largest(self.gamma) > 0 and self.sampler != "pimc":
             raise ConfigError(f"gamma > 0 (a quantum Boltzmann prior) needs sampler=pimc; sampler={self.sampler} "
                               f"samples the classical RBM (gamma = 0), got gamma={describe(self.gamma)}")
+        if self.kl_warmup_epochs > self.epochs:
+            raise ConfigError(f"kl_warmup_epochs must be <= epochs ({self.epochs}: a warm-up longer than the run "
+                              f"never reaches kl_beta), got {self.kl_warmup_epochs}")
         if self.train_size > N_TRAIN - self.validation_size:
             raise ConfigError(f"train_size must be <= 60000 - validation_size = {N_TRAIN - self.validation_size} "
                               f"(0: all of them), got {self.train_size}")

@@ -3,10 +3,10 @@
 `flops_utilisation` = the model's FLOPs per epoch / (epoch seconds x the device's peak FLOP/s). The
 FLOPs are counted once from the layer sizes, matrix products only (everything else is a rounding
 error at these widths): 2 per multiply-add; a training image costs 3 forward passes (forward,
-and twice that for backward); each negative-phase sweep is two (chains x slices) x nv x nh
-products; the validation pass is one forward per image; log Z's AIS is one sweep per chain per
-inverse temperature. A figure near 1 means compute-bound; a small one, a device waiting on kernel
-launches or the host.
+and twice that for backward; the importance-weighted bound decodes iw_samples proposals); each
+negative-phase sweep is two (chains x slices) x nv x nh products; the validation pass is one
+forward per image; log Z's AIS is one sweep per chain per inverse temperature. A figure near 1
+means compute-bound; a small one, a device waiting on kernel launches or the host.
 
 Peaks assumed (FP32, the precision these runs use: PyTorch keeps TF32 off for matmuls by default):
 NVIDIA cards from their datasheets (`GPU_FP32_PEAK`, dense, boost clock); CPUs as threads x clock x
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from qvae.gamma import largest
+from qvae.models.importance import MEAN_FIELD_ITERATIONS
 
 PEAK_ENV = "QVAE_PEAK_FLOPS"
 # FP32 (non-tensor-core) peak FLOP/s, matched against torch.cuda.get_device_name() in this order
@@ -42,7 +43,9 @@ def epoch_flops(model: Any, train_images: int, val_images: int) -> float:
     """FLOPs of one epoch of `train`: training steps, negative phase, validation pass and log Z."""
     c = model.config
     macs = linear_macs(model)
-    flops = 6.0 * macs * train_images + 2.0 * macs * val_images
+    proposals = max(1, c.iw_samples)  # the importance-weighted bound decodes k proposals per image
+    train_macs = macs + (proposals - 1) * linear_macs(model.decoder)
+    flops = 6.0 * train_macs * train_images + 2.0 * macs * val_images
     if c.prior == "gaussian":
         return flops
     slices = c.trotter_slices if c.sampler == "pimc" and largest(c.gamma) > 0 else 1
@@ -51,6 +54,8 @@ def epoch_flops(model: Any, train_images: int, val_images: int) -> float:
     sweeps = c.sampler_sweeps + 1 if c.sampler in ("pcd", "pimc") else c.sampler_sweeps
     flops += steps * 2 * sweeps * c.sampler_chains * slices * pair  # two products per sweep
     flops += 3.0 * pair * train_images  # E_q[E(z)] forward and backward
+    if c.iw_samples:  # the relaxed prior's mean field (two products per iteration) and its energy, per proposal
+        flops += (2 * MEAN_FIELD_ITERATIONS + 1 + 3) * pair * proposals * train_images
     flops += c.log_z_betas * c.log_z_chains * slices * 3 * pair  # AIS: a sweep and an energy per beta
     return flops
 

@@ -181,6 +181,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         bar = tqdm(batches(train_x, train_y, config.batch_size, shuffle=True, generator=shuffle_rng),
                    total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
         for index, (xb, _) in enumerate(bar, start=1):
+            if config.kl_warmup_epochs:  # the KL's weight rises step by step, reaching kl_beta at the warm-up's end
+                model.kl_scale.fill_(min(1.0, ((epoch - 1) * steps + index) / (config.kl_warmup_epochs * steps)))
             step.step(xb)
             if index % check_every == 0 or index == steps:
                 _check_healthy(step.healthy(), epoch, index, step.last, config)

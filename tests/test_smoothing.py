@@ -83,3 +83,18 @@ def test_rejects_bad_beta():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="dist_beta"):
             OverlappingExponential(bad)
+
+
+@pytest.mark.parametrize("beta", [1.0, 10.0, 40.0])
+def test_log_mixture_pdf_is_the_log_of_the_mixture_at_any_logit(beta):
+    s = OverlappingExponential(beta)
+    zeta = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None]
+    logits = torch.tensor([-8.0, -2.0, 0.0, 1.5, 8.0], dtype=torch.float64)
+    expected = torch.log(s.pdf(zeta, torch.sigmoid(logits)))
+    assert torch.allclose(s.log_mixture_pdf(zeta, logits), expected, atol=1e-9)
+    # saturated logits, where 1 - sigmoid(l) cancels: against sigmoid(-l) r0 + sigmoid(l) r1, which does not
+    extreme = torch.tensor([-30.0, 30.0], dtype=torch.float64)
+    expected = torch.log(torch.sigmoid(-extreme) * s.pdf0(zeta) + torch.sigmoid(extreme) * s.pdf1(zeta))
+    assert torch.allclose(s.log_mixture_pdf(zeta, extreme), expected, atol=1e-9)
+    assert torch.allclose(s.log_pdf0(zeta), torch.log(s.pdf0(zeta)))
+    assert torch.allclose(s.log_ratio(zeta), torch.log(s.pdf1(zeta)) - torch.log(s.pdf0(zeta)))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qvae.config import Config
+from qvae.models.importance import iw_bound
 from qvae.models.qvae import CentredData, mlp
 from qvae.priors.gaussian import GaussianPrior, normal_log_pdf
 
@@ -31,7 +32,7 @@ class GaussianVAE(CentredData):
     """A VAE with latent_dim standard-normal latents (the usual baseline for the QVAE)."""
 
     def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
-        super().__init__(config.input_dim, data_mean)
+        super().__init__(config.input_dim, data_mean, config.kl_beta, config.kl_warmup_epochs > 0)
         self.config = config
         c = config
         self.encoder = mlp([c.input_dim, c.hidden_dim, 2 * c.latent_dim], c.activation)
@@ -66,20 +67,39 @@ class GaussianVAE(CentredData):
         kl = gaussian_kl(mean, log_var).mean()
         elbo = -cost - kl
         return {"cost": cost, "kl": kl, "elbo": elbo, "elbo_unnormalized": elbo,
-                "loss": cost + self.config.kl_beta * kl}
+                "loss": cost + self.kl_weight() * kl}
 
     def training_step(self, x: Tensor, sampler: object = None,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """One step's terms; there is no negative phase, so `sampler` is unused (may be None)."""
+        """One step's terms, of the ELBO (iw_samples = 0) or the importance-weighted bound; there is no
+        negative phase, so `sampler` is unused (may be None)."""
+        if self.config.iw_samples:
+            return self.importance_weighted(x, generator)
         return self(x, None, generator)
 
-    def log_importance_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-        """(K, B) log p(x|z) + log N(z; 0, I) - log q(z|x) for z ~ q(z|x) (see nll.py)."""
+    def importance_weighted(self, x: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The IWAE's training terms with k = iw_samples proposals: log w = log p(x|z) + kl_beta (log p(z) -
+        log q(z|x)); `iw_bound` at kl_beta = 1, and the one-sample terms averaged over the k proposals."""
         mean, log_var = self.encode(x)
+        log_px, log_pz, log_qz = self._log_weight_parts(x, mean, log_var, self.config.iw_samples, generator)
+        log_prior_over_q = log_pz - log_qz
+        cost, kl = -log_px.mean(), gaussian_kl(mean, log_var).mean()
+        return {"cost": cost, "kl": kl, "elbo": -cost - kl, "elbo_unnormalized": -cost - kl,
+                "iw_bound": iw_bound(log_px + log_prior_over_q).mean().detach(),
+                "loss": -iw_bound(log_px + self.kl_weight() * log_prior_over_q).mean()}
+
+    def _log_weight_parts(self, x: Tensor, mean: Tensor, log_var: Tensor, k: int,
+                          generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """log p(x|z), log N(z; 0, I) and log q(z|x), each (K, B), for K reparameterised z ~ q(z|x)."""
         z = mean + (0.5 * log_var).exp() * self._noise((k, *mean.shape), mean, generator)
         x_logits = self.decode(z)
         log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
-        return log_px + self.latent_prior.log_prob(z) - normal_log_pdf(z, mean, log_var)
+        return log_px, self.latent_prior.log_prob(z), normal_log_pdf(z, mean, log_var)
+
+    def log_importance_weights(self, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+        """(K, B) log p(x|z) + log N(z; 0, I) - log q(z|x) for z ~ q(z|x) (see nll.py)."""
+        log_px, log_pz, log_qz = self._log_weight_parts(x, *self.encode(x), k, generator)
+        return log_px + log_pz - log_qz
 
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()

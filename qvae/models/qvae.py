@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from qvae.config import Config
+from qvae.models.importance import iw_bound, relaxed_log_prior
 from qvae.models.smoothing import OverlappingExponential
 from qvae.priors.boltzmann import QBMPrior, RBMPrior
 from qvae.priors.build import make_prior
@@ -75,15 +76,24 @@ def bernoulli_entropy(logits: Tensor) -> Tensor:
 
 
 class CentredData(nn.Module):
-    """What every model here shares about pixels: the training mean centres the encoder's input,
-    and its logit is the decoder's output bias (so an untrained decoder predicts the mean image)."""
+    """What every model here shares: the training mean centres the encoder's input, and its logit
+    is the decoder's output bias (so an untrained decoder predicts the mean image); and the KL's
+    weight in the loss, kl_beta, ramped up from 0 during a KL warm-up (`kl_scale`, set by the
+    training loop in place, so that a captured CUDA graph reads each step's value)."""
 
-    def __init__(self, input_dim: int, data_mean: Tensor | None = None) -> None:
+    def __init__(self, input_dim: int, data_mean: Tensor | None = None, kl_beta: float = 1.0,
+                 kl_warmup: bool = False) -> None:
         super().__init__()
         self.register_buffer("data_mean", torch.zeros(input_dim))
         self.register_buffer("train_bias", torch.zeros(input_dim))
+        self.register_buffer("kl_scale", torch.ones(()), persistent=False)  # not in checkpoints: set per step
+        self.kl_beta, self.kl_warmup = kl_beta, kl_warmup
         if data_mean is not None:
             self.set_data_mean(data_mean)
+
+    def kl_weight(self) -> Tensor | float:
+        """kl_beta, times the warm-up's current scale in (0, 1] when the run has a warm-up."""
+        return self.kl_beta * self.kl_scale if self.kl_warmup else self.kl_beta
 
     @torch.no_grad()
     def set_data_mean(self, mean: Tensor) -> None:
@@ -110,7 +120,7 @@ class QVAE(CentredData):
     """
 
     def __init__(self, config: Config, data_mean: Tensor | None = None) -> None:
-        super().__init__(config.input_dim, data_mean)
+        super().__init__(config.input_dim, data_mean, config.kl_beta, config.kl_warmup_epochs > 0)
         self.config = config
         c = config
         self.encoder = mlp([c.input_dim, c.hidden_dim, c.latent_dim], c.activation)
@@ -166,14 +176,60 @@ class QVAE(CentredData):
                 negative_energy=negative_energy,
                 kl_surrogate=kl_surrogate,
                 wd_loss=wd_loss,
-                loss=terms["cost"] + self.config.kl_beta * kl_surrogate + wd_loss,
+                loss=terms["cost"] + self.kl_weight() * kl_surrogate + wd_loss,
             )
         return terms
 
     def training_step(self, x: Tensor, sampler: Sampler,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The terms of one step: the ELBO's (iw_samples = 0) or the importance-weighted bound's."""
         negative = sampler.sample(self.prior, self.config.sampler_chains)
+        if self.config.iw_samples:
+            return self.importance_weighted(x, negative, generator)
         return self(x, negative, generator)
+
+    def importance_weighted(self, x: Tensor, negative: Tensor,
+                            generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The training terms of the importance-weighted bound with k = iw_samples proposals zeta ~ q(zeta|x)
+        (DVAE#, see importance.py): log w = log p(x|zeta) + kl_beta (log p(zeta) - log q(zeta|x)).
+
+        `iw_bound_unnormalized` is the bound at kl_beta = 1 without log Z (the training loop adds it), and
+        the one-sample terms (cost, kl_unnormalized, ...) are kept, averaged over the k proposals, so
+        that a run reports the same ELBO whichever objective it trains on.
+        """
+        logits = self.encode(x)
+        log_px, log_prior_over_q = self.relaxed_log_weights(x, logits, self.config.iw_samples, generator)
+        negative_energy = self.prior.energy(negative.detach()).mean()
+        wd_loss = self.weight_decay_loss()
+        kl_weight = self.kl_weight()
+        # + kl_weight * log Z in the loss: its gradient, -E_p[dE/dtheta], from the negative phase
+        loss = -iw_bound(log_px + kl_weight * log_prior_over_q).mean() - kl_weight * negative_energy + wd_loss
+        q = torch.sigmoid(logits)
+        cross_energy, entropy = self.prior.energy(q), bernoulli_entropy(logits).sum(-1)
+        cost = -log_px.mean(0)
+        kl_unnormalized = cross_energy - entropy
+        return {
+            "cost": cost.mean(),
+            "kl_unnormalized": kl_unnormalized.mean(),
+            "entropy": entropy.mean(),
+            "cross_energy": cross_energy.mean(),
+            "elbo_unnormalized": (-cost - kl_unnormalized).mean(),
+            "iw_bound_unnormalized": iw_bound(log_px + log_prior_over_q).mean().detach(),
+            "negative_energy": negative_energy,
+            "wd_loss": wd_loss,
+            "loss": loss,
+        }
+
+    def relaxed_log_weights(self, x: Tensor, logits: Tensor, k: int,
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """For k reparameterised zeta ~ q(zeta|x) per image (`logits` = encode(x)): log p(x|zeta) and
+        log p(zeta) + log Z - log q(zeta|x), each (k, B), the prior by its mean-field bound."""
+        zeta = self.smoothing.rsample(logits.expand(k, *logits.shape), generator)
+        x_logits = self.decode(zeta)
+        log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
+        log_prior_over_q = (relaxed_log_prior(self.prior, self.smoothing, zeta)
+                            - self.smoothing.log_mixture_pdf(zeta, logits).sum(-1))
+        return log_px, log_prior_over_q
 
     # ---------------------------------------------------------------- using the model
     @torch.no_grad()

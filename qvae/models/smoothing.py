@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -39,6 +40,14 @@ class OverlappingExponential:
     def pdf1(self, zeta: Tensor) -> Tensor:
         """r(zeta | z=1) = r(1 - zeta | z=0)."""
         return self.pdf0(1.0 - zeta)
+
+    def log_pdf0(self, zeta: Tensor) -> Tensor:
+        """log r(zeta | z=0), without the overflow of pdf0 for large beta."""
+        return math.log(self.beta / self._norm) - self.beta * zeta
+
+    def log_ratio(self, zeta: Tensor) -> Tensor:
+        """log r(zeta | z=1) - log r(zeta | z=0) = beta (2 zeta - 1): the field zeta puts on z."""
+        return self.beta * (2.0 * zeta - 1.0)
 
     def cdf0(self, zeta: Tensor) -> Tensor:
         return -torch.expm1(-self.beta * zeta) / self._norm
@@ -63,6 +72,11 @@ class OverlappingExponential:
 
     def log_pdf(self, zeta: Tensor, q: Tensor) -> Tensor:
         return torch.log(self.pdf(zeta, q))
+
+    def log_mixture_pdf(self, zeta: Tensor, logits: Tensor) -> Tensor:
+        """log q(zeta | logits), q = sigmoid(logits), elementwise and stable at any logit."""
+        log_r0 = self.log_pdf0(zeta)
+        return torch.logaddexp(F.logsigmoid(-logits) + log_r0, F.logsigmoid(logits) + log_r0 + self.log_ratio(zeta))
 
     def cdf(self, zeta: Tensor, q: Tensor) -> Tensor:
         return (1.0 - q) * self.cdf0(zeta) + q * self.cdf1(zeta)

@@ -59,7 +59,10 @@ class BoltzmannPrior(ABC):
         bound on the KL and the Q-ELBO, named so that nobody mistakes them for the exact quantities.
         """
         kl = terms["kl_unnormalized"] + log_z
-        return {**terms, self.kl_name: kl, self.elbo_name: -terms["cost"] - kl}
+        completed = {**terms, self.kl_name: kl, self.elbo_name: -terms["cost"] - kl}
+        if "iw_bound_unnormalized" in terms:  # training on the importance-weighted bound (a bound either way)
+            completed["iw_bound"] = terms["iw_bound_unnormalized"] - log_z
+        return completed
 
     @abstractmethod
     def make_sampler(self) -> Sampler:
