@@ -10,6 +10,11 @@ seconds per epoch, with the device and settings.
     python benchmarks/compare.py --epochs 20 --device cuda --nll-samples 1000 --probe-epochs 100 \
         --output-dir outputs/compare
     python benchmarks/compare.py --evaluate-only outputs/compare --device cpu   # e.g. FID later, elsewhere
+    python benchmarks/compare.py --budget 480 --epochs 200 --device cuda --nll-samples 5000   # same wall time
+
+--budget SECONDS gives every model the same wall time (and at most --epochs): each trains until the
+end of the epoch that reaches it; it compares the likelihood presets of the two priors unless --models
+says otherwise, and the table adds the epochs each one got.
 
 --models picks some of them (default: all four). --output-dir keeps each model's checkpoints (DIR/<model>/last.pt) and
 DIR/results.json; --evaluate-only DIR recomputes the scores from those checkpoints (so models
@@ -41,10 +46,11 @@ from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import final_scores, score_details
 from qvae.models.build import build_model
 from qvae.settings import add_flags, picked_flags
-from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device, train
+from qvae.train import LAST_CHECKPOINT, StopTraining, load_checkpoint, resolve_device, train
 
 MODELS = {"qvae-seed": "QVAE, seed preset", "gaussian-seed": "Gaussian, seed preset",
           "qvae-likelihood": "QVAE, likelihood", "gaussian-likelihood": "Gaussian, likelihood"}
+BUDGET_MODELS = ("qvae-likelihood", "gaussian-likelihood")  # the question of --budget: which prior, same budget
 SPECS = {name: (name.split("-")[1], "boltzmann" if name.startswith("qvae") else "gaussian") for name in MODELS}
 # The Config fields a comparison sets (the same for every model); the preset supplies kl_beta and binarize.
 SHARED = ("epochs", "train_size", "validation_size", "test_size", "device", "seed", "data_dir")
@@ -78,18 +84,36 @@ def settings_from(args: argparse.Namespace) -> ScoreSettings:
     return settings
 
 
+class Budget:
+    """Stops training at the end of the first epoch that reaches `seconds` of wall time (None: never)."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds, self.started = seconds, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def on_epoch_end(self, report: Any) -> None:
+        if self.seconds is not None and self.elapsed() >= self.seconds:
+            raise StopTraining
+
+
 def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     settings = settings_from(args)
     results: dict[str, Any] = {}
     data = None
     for name, config in configs(args).items():
         data = load_mnist_for(config) if data is None else data
-        print(f"training {MODELS[name]} for {config.epochs} epochs ...", file=sys.stderr)
-        trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress)
+        limit = f" or {args.budget:.0f} s" if args.budget else ""
+        print(f"training {MODELS[name]} for {config.epochs} epochs{limit} ...", file=sys.stderr)
+        budget = Budget(args.budget)
+        trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress, callbacks=[budget])
+        train_seconds = budget.elapsed()
         started = time.perf_counter()
         scores = final_scores(trained.best_model(), data, settings, seed=config.seed, progress=not args.no_progress)
         results[name] = entry(config, trained.history, trained.best_epoch, scores, str(trained.device), hardware(
             torch.device(trained.device)), time.perf_counter() - started)
+        results[name].update(train_seconds=train_seconds, epochs_trained=len(trained.history))
     return results
 
 
@@ -180,6 +204,8 @@ def table(report: dict[str, Any]) -> str:
         ("chosen epoch (best val ELBO)", lambda n: str(models[n].get("best_epoch"))),
         ("val ELBO (chosen epoch), nats", lambda n: chosen(n, "val_elbo", "{:.2f}")),
         ("seconds per epoch (median)", lambda n: f"{models[n]['seconds_per_epoch']:.2f}"),
+        ("epochs trained / training seconds", lambda n: f"{models[n].get('epochs_trained', '-')} / "
+                                                        f"{models[n].get('train_seconds', float('nan')):.0f}"),
     ]
     first = models[names[0]]
     c, s = first["config"], report["settings"]
@@ -196,6 +222,9 @@ def table(report: dict[str, Any]) -> str:
         f"AIS log Z {s['nll_ais_chains']} chains x {s['nll_ais_betas']} betas"
         f" | probe: {s['probe_epochs']} epochs | s/epoch includes the validation pass (and the QVAE's AIS log Z)",
     ]
+    if s.get("budget_seconds"):
+        lines.append(f"# budget: every model trains until the end of the epoch that reaches "
+                     f"{s['budget_seconds']:.0f} s of wall time, or {c['epochs']} epochs")
     width = max(len(r[0]) for r in rows)
     lines.append(f"{'':{width}}  " + "  ".join(f"{MODELS[n]:>22}" for n in names))
     for label, fn in rows:
@@ -207,14 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_flags(parser, Config, "both models (the rest: the seed's config)", prefix="cfg_", only=SHARED)
     add_flags(parser, ScoreSettings, "scores (0 skips one)", prefix="score_")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"some of {', '.join(MODELS)} (default: all)")
+    parser.add_argument("--models", default="", help=f"some of {', '.join(MODELS)} (default: all; with --budget "
+                        f"{','.join(BUDGET_MODELS)})")
+    parser.add_argument("--budget", type=float, help="the same wall time for every model: each trains until the end "
+                        "of the epoch that reaches this many seconds (or --epochs)")
     parser.add_argument("--output-dir", help="keep checkpoints and results.json here (default: a temporary dir)")
     parser.add_argument("--evaluate-only", metavar="DIR", help="score the checkpoints saved in DIR; no training")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    args.models = args.models or ",".join(BUDGET_MODELS if args.budget else MODELS)
     try:  # bad settings: one line naming the setting and its range, before any training
-        settings = {**vars(settings_from(args)), "seed": base_config(args).seed}
+        settings = {**vars(settings_from(args)), "seed": base_config(args).seed, "budget_seconds": args.budget}
         chosen_models(args)
+        if args.budget is not None and not args.budget > 0:
+            raise ConfigError(f"budget must be > 0 seconds, got {args.budget}")
     except ConfigError as err:
         parser.error(str(err))
     if args.evaluate_only:

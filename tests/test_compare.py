@@ -50,3 +50,20 @@ def test_trains_each_preset_and_prior_then_rescores_from_checkpoints(mnist_dir, 
         assert again["models"][name]["metrics"] == pytest.approx(first["models"][name]["metrics"], rel=1e-5)
         assert again["models"][name]["seconds_per_epoch"] == first["models"][name]["seconds_per_epoch"]
     assert compare("--models", "qvae,vae", *common).returncode == 2  # a one-line error naming the choices
+
+
+@pytest.mark.slow
+def test_a_budget_gives_both_priors_the_same_wall_time(mnist_dir, tmp_path):
+    proc = compare("--budget", "4", "--epochs", "200", "--train-size", "512", "--validation-size", "200",
+                   "--test-size", "200", "--data-dir", str(mnist_dir), "--device", "cpu", "--fid-samples", "0",
+                   "--nll-samples", "5", "--nll-images", "50", "--nll-ais-chains", "50", "--nll-ais-betas", "50",
+                   "--no-progress", "--output-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert set(report["models"]) == {"qvae-likelihood", "gaussian-likelihood"}  # the default question
+    assert report["settings"]["budget_seconds"] == 4
+    for model in report["models"].values():
+        assert 1 <= model["epochs_trained"] < 200  # stopped by the clock, not the epochs
+        assert 4 <= model["train_seconds"] < 4 + 3 * model["seconds_per_epoch"] + 5
+    assert "epochs trained / training seconds" in proc.stdout and "budget: every model" in proc.stdout
+    assert compare("--budget", "0", "--data-dir", str(mnist_dir)).returncode == 2
