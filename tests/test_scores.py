@@ -124,3 +124,9 @@ def test_a_quantum_prior_reports_its_own_nll_beside_the_bound(mnist_dir):
     assert "clamped at z" in details["nll_true"]["method"] and details["nll"]["bound"]
     off = final_scores(model, data, ScoreSettings(fid_samples=0, nll_samples=20), seed=0)["metrics"]
     assert "test_nll_bound" in off and "test_nll" not in off  # 0 chains: only the bound, as before
+    # a tuning trial's validation scores: its own val_nll beside val_nll_bound, and val_nll is what it minimises
+    from tuning.objective import objective_value
+
+    val = final_scores(model, data, settings, split="validation", seed=0)["metrics"]
+    assert {"val_nll", "val_nll_bound"} <= set(val) and val["val_nll"] < val["val_nll_bound"] - 1.0
+    assert objective_value("val_nll", val) == val["val_nll"]

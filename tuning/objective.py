@@ -45,8 +45,8 @@ def negative_elbo(metrics: dict[str, float]) -> float:
 
 def objective_value(objective: str, metrics: dict[str, float]) -> float:
     """The number a trial minimises, from its chosen (best-on-validation) checkpoint's metrics: the
-    validation FID, the validation negative ELBO, or the validation NLL (for a quantum prior its
-    upper bound `val_nll_bound`, the only tractable likelihood figure)."""
+    validation FID, the validation negative ELBO, or the validation NLL (for a quantum prior its own
+    `val_nll` when the trial estimated it, nll_clamped_chains > 0, else the upper bound `val_nll_bound`)."""
     if objective == "val_fid":
         return metrics["val_fid"]
     if objective == "val_nll":
