@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from common import hardware
 
-from qvae.config import N_TEST, Config, ConfigError, ScoreSettings
+from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import final_scores, score_details
 from qvae.models.build import build_model
@@ -213,7 +213,8 @@ def table(report: dict[str, Any]) -> str:
         f"# presets x priors | {c['epochs']} epochs on {c['train_size'] or 60000 - c.get('validation_size', 10000)} "
         f"MNIST images (validation {c.get('validation_size', 10000)}, chooses the checkpoint), "
         f"{c['input_dim']}-{c['hidden_dim']}-{c['latent_dim']}, batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}"
-        f" | seed preset: kl_beta 1e-6, binarize none; likelihood: kl_beta 1, binarize dynamic",
+        " | presets: " + "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in values.items()) or 'the defaults'}"
+                                    for name, values in PRESETS.items()),
         f"# trained on {first['train_device']} ({first['train_hardware']}); scored: "
         + "; ".join(f"{k} on {v}" for k, v in first.get("scored_on", {}).items())
         + f" | torch {torch.__version__} | python {platform.python_version()}",
