@@ -210,6 +210,23 @@ def test_search_space_can_search_the_transverse_field():
         SearchSpace(gamma_min=1.0, gamma_max=0.5)
 
 
+def test_search_space_can_search_the_objectives_importance_samples():
+    """iw_samples_max > 0 draws the training objective's k from 1..max; the likelihood preset's k = 5 is inside."""
+    space = SearchSpace(latent_total=16, visible_min=4, visible_step=4, iw_samples_max=8)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    drawn = set()
+    for _ in range(40):
+        trial = study.ask()
+        k = space.suggest(trial)["iw_samples"]
+        assert 1 <= k <= 8 and Config(**{**BASE, "iw_samples": k}).iw_samples == k
+        drawn.add(k)
+        study.tell(trial, 0.0)
+    assert {1, 8} <= drawn and len(drawn) >= 5
+    assert "iw_samples" not in SPACE.suggest(study.ask())
+    with pytest.raises(ConfigError, match="iw_samples_max"):
+        SearchSpace(iw_samples_max=-1)
+
+
 def ctrl_c_as_in_a_terminal() -> None:
     """SIGINT's default disposition in the child, as in a terminal, even when this test runs as a
     background job of a non-interactive shell (which starts it with SIGINT ignored)."""

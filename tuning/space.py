@@ -30,7 +30,8 @@ def check_base_config(config: Config) -> None:
 
 @dataclass
 class SearchSpace:
-    """What a trial draws: the latent split, dist_beta and kl_beta (log scales), optionally lr and gamma."""
+    """What a trial draws: the latent split, dist_beta and kl_beta (log scales), optionally lr, gamma and the
+    training objective's importance samples."""
 
     latent_total: int = setting(256, "fixed total of RBM units (default: the config's latent_dim) unless "
                                 "latent_choices", low=2)
@@ -48,6 +49,9 @@ class SearchSpace:
     gamma_min: float = setting(0.0, "lower end of the QBM's transverse field (uniform)", low=0.0)
     gamma_max: float = setting(0.0, "upper end of gamma; > 0: trials use sampler=pimc", low=0.0,
                                note="0: not searched (the base config's gamma)")
+    iw_samples_max: int = setting(0, "largest importance samples k of the training objective; > 0: k is drawn "
+                                  "from 1..iw_samples_max (log scale)", low=0, high=1000,
+                                  note="0: not searched (the base config's iw_samples)")
 
     def __post_init__(self) -> None:
         self.latent_choices = tuple(int(c) for c in self.latent_choices)
@@ -77,7 +81,7 @@ class SearchSpace:
         check_fields(self)  # the declared ranges (the rules above name both ends of a pair first)
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Config changes for one trial: the latent split, dist_beta, kl_beta (and lr, gamma)."""
+        """Config changes for one trial: the latent split, dist_beta, kl_beta (and lr, gamma, iw_samples)."""
         total = (trial.suggest_categorical("latent_dim", list(self.latent_choices)) if self.latent_choices
                  else self.latent_total)
         high = total - self.visible_min
@@ -93,6 +97,8 @@ class SearchSpace:
         if self.gamma_max > 0:  # PIMC samples the RBM exactly at gamma = 0, so one sampler serves the range
             changes["gamma"] = trial.suggest_float("gamma", self.gamma_min, self.gamma_max)
             changes["sampler"] = "pimc"
+        if self.iw_samples_max > 0:
+            changes["iw_samples"] = trial.suggest_int("iw_samples", 1, self.iw_samples_max, log=True)
         return changes
 
     def to_dict(self) -> dict[str, Any]:
