@@ -157,17 +157,7 @@ class QVAE(CentredData):
         zeta = self.smoothing.rsample(logits, generator)
         x_logits = self.decode(zeta)
         cost = F.binary_cross_entropy_with_logits(x_logits, x, reduction="none").sum(-1)
-        q = torch.sigmoid(logits)
-        cross_energy = self.prior.energy(q)  # = E_q[E(z)] exactly: bilinear energy, factorial q
-        entropy = bernoulli_entropy(logits).sum(-1)
-        kl_unnormalized = cross_energy - entropy
-        terms = {
-            "cost": cost.mean(),
-            "kl_unnormalized": kl_unnormalized.mean(),
-            "entropy": entropy.mean(),
-            "cross_energy": cross_energy.mean(),
-            "elbo_unnormalized": (-cost - kl_unnormalized).mean(),
-        }
+        terms = self._elbo_terms(logits, cost)
         if negative is not None:
             negative_energy = self.prior.energy(negative.detach()).mean()
             kl_surrogate = terms["kl_unnormalized"] - negative_energy
@@ -179,6 +169,21 @@ class QVAE(CentredData):
                 loss=terms["cost"] + self.kl_weight() * kl_surrogate + wd_loss,
             )
         return terms
+
+    def _elbo_terms(self, logits: Tensor, cost: Tensor) -> dict[str, Tensor]:
+        """The ELBO's batch-mean terms from the encoder's `logits` and each image's `cost` (B,): the exact KL
+        without log Z (E_q[E(z)] - H(q)) and the ELBO it leaves."""
+        q = torch.sigmoid(logits)
+        cross_energy = self.prior.energy(q)  # = E_q[E(z)] exactly: bilinear energy, factorial q
+        entropy = bernoulli_entropy(logits).sum(-1)
+        kl_unnormalized = cross_energy - entropy
+        return {
+            "cost": cost.mean(),
+            "kl_unnormalized": kl_unnormalized.mean(),
+            "entropy": entropy.mean(),
+            "cross_energy": cross_energy.mean(),
+            "elbo_unnormalized": (-cost - kl_unnormalized).mean(),
+        }
 
     def training_step(self, x: Tensor, sampler: Sampler,
                       generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -204,16 +209,8 @@ class QVAE(CentredData):
         kl_weight = self.kl_weight()
         # + kl_weight * log Z in the loss: its gradient, -E_p[dE/dtheta], from the negative phase
         loss = -iw_bound(log_px + kl_weight * log_prior_over_q).mean() - kl_weight * negative_energy + wd_loss
-        q = torch.sigmoid(logits)
-        cross_energy, entropy = self.prior.energy(q), bernoulli_entropy(logits).sum(-1)
-        cost = -log_px.mean(0)
-        kl_unnormalized = cross_energy - entropy
         return {
-            "cost": cost.mean(),
-            "kl_unnormalized": kl_unnormalized.mean(),
-            "entropy": entropy.mean(),
-            "cross_energy": cross_energy.mean(),
-            "elbo_unnormalized": (-cost - kl_unnormalized).mean(),
+            **self._elbo_terms(logits, -log_px.mean(0)),
             "iw_bound_unnormalized": iw_bound(log_px + log_prior_over_q).mean().detach(),
             "negative_energy": negative_energy,
             "wd_loss": wd_loss,
