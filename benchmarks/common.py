@@ -10,7 +10,10 @@ from collections.abc import Callable
 
 import torch
 
+from qvae.config import Config
+from qvae.models.build import build_model
 from qvae.priors.rbm import RBM
+from qvae.train import load_checkpoint
 
 
 def cpu_name() -> str:
@@ -31,6 +34,17 @@ def hardware(device: str | torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def load_chosen_model(path: str | os.PathLike[str], device: torch.device,
+                      data_dir: str) -> tuple[torch.nn.Module, Config, dict]:
+    """The best-on-validation model of a training checkpoint (compare.py's DIR/<model>/last.pt) on `device`,
+    with its config (data read from `data_dir`, here) and the checkpoint itself."""
+    state = load_checkpoint(path, map_location=device)
+    config = Config.from_dict({**state["config"], "device": str(device), "data_dir": data_dir})
+    model = build_model(config).to(device)
+    model.load_state_dict(state.get("best_model") or state["model"])
+    return model, config, state
 
 
 def random_rbm(nv: int, nh: int, scale: float, device: str, seed: int = 0) -> RBM:

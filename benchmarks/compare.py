@@ -39,14 +39,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import hardware
+from common import hardware, load_chosen_model
 
 from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import final_scores, score_details
-from qvae.models.build import build_model
 from qvae.settings import add_flags, picked_flags
-from qvae.train import LAST_CHECKPOINT, StopTraining, load_checkpoint, resolve_device, train
+from qvae.train import LAST_CHECKPOINT, StopTraining, resolve_device, train
 
 MODELS = {"qvae-seed": "QVAE, seed preset", "gaussian-seed": "Gaussian, seed preset",
           "qvae-likelihood": "QVAE, likelihood", "gaussian-likelihood": "Gaussian, likelihood"}
@@ -143,10 +142,7 @@ def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         if not path.exists():
             print(f"skipping {name}: no {path}", file=sys.stderr)
             continue
-        state = load_checkpoint(path, map_location=device)
-        config = Config.from_dict({**state["config"], "device": str(device), "data_dir": here.data_dir})  # data: here
-        model = build_model(config).to(device)
-        model.load_state_dict(state.get("best_model") or state["model"])  # the best-on-validation weights
+        model, config, state = load_chosen_model(path, device, here.data_dir)  # the best-on-validation weights
         data = load_mnist_for(config)
         started = time.perf_counter()
         scores = final_scores(model, data, settings, seed=here.seed, progress=not args.no_progress)

@@ -21,21 +21,16 @@ import sys
 from pathlib import Path
 
 import torch
-from common import hardware
+from common import hardware, load_chosen_model
 
-from qvae.config import Config
 from qvae.data.mnist import load_mnist_for, model_inputs
 from qvae.metrics.nll import log_likelihoods, prior_log_z
-from qvae.models.build import build_model
-from qvae.train import LAST_CHECKPOINT, load_checkpoint, resolve_device
+from qvae.train import LAST_CHECKPOINT, resolve_device
 
 
 def per_image_log_likelihoods(directory: Path, name: str, args: argparse.Namespace) -> torch.Tensor:
     device = resolve_device(args.device)
-    state = load_checkpoint(directory / name / LAST_CHECKPOINT, map_location=device)
-    config = Config.from_dict({**state["config"], "device": str(device), "data_dir": args.data_dir})
-    model = build_model(config).to(device)
-    model.load_state_dict(state.get("best_model") or state["model"])
+    model, config, _ = load_chosen_model(directory / name / LAST_CHECKPOINT, device, args.data_dir)
     model.eval()
     data = load_mnist_for(config)
     x = model_inputs(data.test_x[: args.nll_images].to(device), config.binarize)  # as test_nll reads them

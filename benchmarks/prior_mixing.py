@@ -22,14 +22,12 @@ import sys
 from pathlib import Path
 
 import torch
-from common import hardware
+from common import hardware, load_chosen_model
 
-from qvae.config import Config
 from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import class_coverage
-from qvae.models.build import build_model
 from qvae.priors.samplers import PCDSampler, bernoulli, gibbs_sweeps, random_visible
-from qvae.train import LAST_CHECKPOINT, load_checkpoint
+from qvae.train import LAST_CHECKPOINT
 
 
 def autocorrelation_time(series: torch.Tensor) -> float:
@@ -73,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", type=int, default=2000, help="sweeps recorded after a burn-in of as many")
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(argv)
-    state = load_checkpoint(args.directory / args.model / LAST_CHECKPOINT)
-    config = Config.from_dict({**state["config"], "device": "cpu", "data_dir": args.data_dir})
-    model = build_model(config)
-    model.load_state_dict(state.get("best_model") or state["model"])
+    model, config, state = load_chosen_model(args.directory / args.model / LAST_CHECKPOINT, torch.device("cpu"),
+                                             args.data_dir)
     model.eval()
     data = load_mnist_for(config)
     generator = torch.Generator().manual_seed(0)
