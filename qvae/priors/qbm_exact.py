@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from qvae.gamma import describe, largest
 from qvae.priors.rbm import RBM, all_binary_states
 
 MAX_EXACT_QUBITS = 12
@@ -50,7 +51,7 @@ def check_gamma(gamma: float | Sequence[float] | Tensor, name: str = "gamma", un
 
 def largest_gamma(gamma: Gamma) -> float:
     """max_i Gamma_i (Gamma itself for one value; a CPU tensor): the prior is quantum iff it is > 0."""
-    return float(gamma.max()) if isinstance(gamma, Tensor) else float(gamma)
+    return float(largest(gamma.tolist() if isinstance(gamma, Tensor) else gamma))
 
 
 def unit_gammas(gamma: Gamma, units: int) -> list[float]:
@@ -63,10 +64,9 @@ def unit_gammas(gamma: Gamma, units: int) -> list[float]:
 
 
 def describe_gamma(gamma: Gamma) -> str:
-    """Gamma in a message: the number, or "per unit (n values in a..b)"."""
-    if not isinstance(gamma, Tensor):
-        return str(gamma)
-    return f"per unit ({len(gamma)} values in {gamma.min().item():g}..{gamma.max().item():g})"
+    """Gamma in a message, as `qvae.gamma.describe` writes the config's: the number, or "per unit (n values
+    in a..b)"."""
+    return describe(gamma.tolist() if isinstance(gamma, Tensor) else gamma)
 
 
 # ---------------------------------------------------------------- exact quantum mechanics (small n)
