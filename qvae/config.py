@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qvae.gamma import describe, largest, matches_param
+from qvae.schedule import LR_SCHEDULES
 from qvae.settings import ConfigError, check_field, check_fields, setting
 
 SAMPLERS = ("pcd", "sa", "kaiwu", "pimc")
@@ -84,6 +85,8 @@ class Config:
     batch_size: int = setting(256, "images per Adam step (at most the training images)", low=1)
     epochs: int = setting(20, "passes over the training images", low=1)
     lr: float = setting(1e-3, "Adam learning rate", low=0.0, low_open=True)
+    lr_schedule: str = setting("constant", "the learning rate over the run: constant, or cosine (a half cosine "
+                               "from lr at the first step towards 0 at the last of `epochs`)", choices=LR_SCHEDULES)
     seed: int = setting(0, "seed of every random stream (data order, noise, sampler chains)", low=0)
     device: str = setting("auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES, prefixes=("cuda:",))
     cuda_graphs: bool = setting(True, "on CUDA, replay each training step as a captured CUDA graph (false: eager "
@@ -179,6 +182,10 @@ class Config:
             detail = ", ".join(f"{k}: saved {saved.get(k)}, given {getattr(self, k)}" for k in differ)
             raise ConfigError(f"resume: the config must equal {source}'s except {', '.join(RESUME_MAY_DIFFER)}; "
                               f"{detail}")
+        saved_epochs = int(saved.get("epochs", self.epochs))
+        if self.lr_schedule != "constant" and saved_epochs != self.epochs:
+            raise ConfigError(f"resume: lr_schedule={self.lr_schedule} decays over the run's epochs, so epochs must "
+                              f"stay {saved_epochs} (as {source} started), got {self.epochs}")
         if epoch >= self.epochs:
             raise ConfigError(f"resume: {source} is at epoch {epoch}; epochs must be > {epoch} to continue it, "
                               f"got {self.epochs}")

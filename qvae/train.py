@@ -29,6 +29,7 @@ from qvae.data.mnist import MnistData, batches, model_inputs, num_batches, train
 from qvae.flops import epoch_flops, peak_flops, utilisation
 from qvae.models.build import Model, build_model
 from qvae.priors.samplers import Sampler
+from qvae.schedule import kl_factor, lr_factor
 from qvae.train_step import DIVERGED_LOSS, TrainStep, graphs_available
 
 CHECKPOINT_VERSION = 1
@@ -139,8 +140,10 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
     use_graph = graphs_available(device, config.cuda_graphs)
     # capturable on every CUDA run (graph or not): its on-device bias correction makes both paths one computation
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type in ("cpu", "cuda"),
-                                 capturable=device.type == "cuda")
+    # a scheduled lr is a device tensor filled before each step, which a captured step reads; a constant one a float
+    lr_now = torch.tensor(config.lr, device=device) if config.lr_schedule != "constant" else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr if lr_now is None else lr_now,
+                                 fused=device.type in ("cpu", "cuda"), capturable=device.type == "cuda")
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
     noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     eval_rng = torch.Generator(device=device).manual_seed(config.seed + 2)
@@ -156,6 +159,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         _check_resumable(state, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if lr_now is not None:  # the loaded group holds a copy; the steps must read the tensor filled below
+            optimizer.param_groups[0]["lr"] = lr_now
         if sampler is not None:
             sampler.load_state_dict(state["sampler"])
         for rng, key in ((shuffle_rng, "shuffle_rng"), (noise_rng, "noise_rng"), (eval_rng, "eval_rng")):
@@ -181,8 +186,11 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         bar = tqdm(batches(train_x, train_y, config.batch_size, shuffle=True, generator=shuffle_rng),
                    total=steps, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
         for index, (xb, _) in enumerate(bar, start=1):
+            at = (epoch - 1) * steps + index  # the step's place in the whole run
             if config.kl_warmup_epochs:  # the KL's weight rises step by step, reaching kl_beta at the warm-up's end
-                model.kl_scale.fill_(min(1.0, ((epoch - 1) * steps + index) / (config.kl_warmup_epochs * steps)))
+                model.kl_scale.fill_(kl_factor(config.kl_warmup_epochs * steps, at))
+            if lr_now is not None:
+                lr_now.fill_(config.lr * lr_factor(config.lr_schedule, at, config.epochs * steps))
             step.step(xb)
             if index % check_every == 0 or index == steps:
                 _check_healthy(step.healthy(), epoch, index, step.last, config)

@@ -91,8 +91,9 @@ def test_eager_epoch_terms_are_the_batch_weighted_means(small_data):
 
 @needs_cuda
 @pytest.mark.parametrize("prior", [dict(), dict(sampler="pimc", gamma=1.0, trotter_slices=4),
-                                   dict(sampler="pimc", gamma=(1.0, 0.0) * 16, trotter_slices=4)],
-                         ids=["pcd", "pimc", "pimc-per-unit"])
+                                   dict(sampler="pimc", gamma=(1.0, 0.0) * 16, trotter_slices=4),
+                                   dict(iw_samples=3, lr_schedule="cosine", kl_warmup_epochs=1)],
+                         ids=["pcd", "pimc", "pimc-per-unit", "iw-cosine-warmup"])
 def test_graph_steps_compute_what_eager_steps_compute(small_data, prior):
     runs = [train(Config(epochs=2, device="cuda", cuda_graphs=graphs, **prior, **SMALL), small_data, progress=False)
             for graphs in (False, True)]
