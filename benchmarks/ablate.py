@@ -80,7 +80,7 @@ def score(config: Config, settings: ScoreSettings, progress: bool) -> dict[str, 
     trained = train(config, data, progress=progress)
     scores = final_scores(trained.best_model(), data, settings, split="validation", seed=config.seed,
                           progress=progress)
-    chosen = trained.history[(trained.best_epoch or len(trained.history)) - 1]
+    chosen = trained.chosen_metrics()
     nll = scores.get("nll")
     return {"val_nll": nll.nll if nll else None, "val_nll_stderr": nll.stderr if nll else None,
             "val_elbo": chosen.get("val_elbo"), "best_epoch": trained.best_epoch,

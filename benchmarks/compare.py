@@ -45,7 +45,7 @@ from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import final_scores, score_details
 from qvae.settings import add_flags, picked_flags
-from qvae.train import LAST_CHECKPOINT, StopTraining, resolve_device, train
+from qvae.train import LAST_CHECKPOINT, StopTraining, chosen_metrics, resolve_device, train
 
 MODELS = {"qvae-seed": "QVAE, seed preset", "gaussian-seed": "Gaussian, seed preset",
           "qvae-likelihood": "QVAE, likelihood", "gaussian-likelihood": "Gaussian, likelihood"}
@@ -118,7 +118,7 @@ def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def entry(config: Config, history: list[dict[str, float]], best_epoch: int | None, scores: dict[str, Any],
           device: str, hw: str, eval_seconds: float) -> dict[str, Any]:
-    chosen = history[(best_epoch or len(history)) - 1] if history else {}
+    chosen = chosen_metrics(history, best_epoch)
     record = {"config": config.to_dict(), "train_device": device, "train_hardware": hw,
               "eval_device": device, "eval_hardware": hw, "eval_seconds": eval_seconds,
               "seconds_per_epoch": statistics.median([h["epoch_seconds"] for h in history]) if history else None,

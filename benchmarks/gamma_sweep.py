@@ -72,7 +72,7 @@ def main() -> None:
                         data_dir=args.data_dir)
         result = train(config, data, progress=False)
         model = result.best_model().eval()
-        chosen = result.history[(result.best_epoch or len(result.history)) - 1]
+        chosen = result.chosen_metrics()
         key = elbo_key(chosen, "val_")
         bound = test_nll(model, test_x, samples=args.nll_samples, seed=args.seed)
         true = test_nll(model, test_x, samples=args.nll_samples, seed=args.seed,

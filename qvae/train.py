@@ -58,6 +58,12 @@ class EpochReport:
     is_best: bool
 
 
+def chosen_metrics(history: list[dict[str, float]], best_epoch: int | None) -> dict[str, float]:
+    """A copy of the metrics of the epoch validation chose (the last epoch's when none was chosen; {} when
+    no epoch ran): what a run reports as its own."""
+    return dict(history[(best_epoch or len(history)) - 1]) if history else {}
+
+
 class Callback(Protocol):
     def on_epoch_end(self, report: EpochReport) -> None: ...
 
@@ -71,6 +77,10 @@ class TrainResult:
     stopped_early: bool = False
     best_epoch: int | None = None
     best_state: dict[str, torch.Tensor] | None = None  # the model's weights at best_epoch
+
+    def chosen_metrics(self) -> dict[str, float]:
+        """The metrics of the epoch whose weights `best_model` returns."""
+        return chosen_metrics(self.history, self.best_epoch)
 
     def best_model(self) -> Model:
         """The model with the best-on-validation weights (the last epoch's when none was recorded)."""

@@ -210,3 +210,14 @@ def test_a_prior_that_does_not_learn_is_reported_once(small_data, caplog):
                        small_data, progress=False)
     assert peaked.history[-1]["prior_kl_uniform"] >= 1.0
     assert not [r for r in caplog.records if "the prior did not learn" in r.getMessage()]
+
+
+def test_the_chosen_metrics_are_a_copy_of_the_chosen_epochs():
+    from qvae.train import chosen_metrics
+
+    history = [{"val_elbo": -3.0}, {"val_elbo": -1.0}, {"val_elbo": -2.0}]
+    chosen = chosen_metrics(history, 2)
+    assert chosen == {"val_elbo": -1.0}
+    chosen["val_elbo"] = 0.0
+    assert history[1] == {"val_elbo": -1.0}  # a copy: a caller's additions do not rewrite the history
+    assert chosen_metrics(history, None) == {"val_elbo": -2.0} and chosen_metrics([], None) == {}

@@ -369,7 +369,7 @@ def _run_in(run: Any, config: Config, options: JobOptions, data: MnistData, work
             store_write(mlflow.set_tag, "best_epoch", str(result.best_epoch))
         if result.stopped_early:  # e.g. pruned: the per-epoch record stays, no final scores and no model
             return JobResult(run_id, dict(result.history[-1]) if result.history else {}, True)
-        metrics = dict(result.history[(result.best_epoch or len(result.history)) - 1])  # the chosen epoch's
+        metrics = result.chosen_metrics()
         model = result.best_model()  # what is scored, pictured and logged: the best-on-validation checkpoint
         store_write(mlflow.set_tags, {"qvae.checkpoint": CHOSEN_CHECKPOINT, "qvae.scored_split": score_split})
         with timer.phase("tsne"):  # on a CPU the final t-SNE itself; on a GPU only its features (drawn beside)
