@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qvae.gamma import describe, largest, matches_param
+from qvae.models.smoothing import SMOOTHINGS
 from qvae.schedule import LR_SCHEDULES
 from qvae.settings import ConfigError, check_field, check_fields, setting
 
@@ -35,9 +36,9 @@ VALIDATION_SIZE = 10_000  # the DVAE/IWAE validation split: the training file's 
 # continue a different experiment in the same run.
 RESUME_MAY_DIFFER = ("epochs", "device", "cuda_graphs")
 # What only a Boltzmann prior reads: a Gaussian-prior run neither logs nor compares these
-BOLTZMANN_ONLY = ("num_visible", "num_hidden", "gamma", "trotter_slices", "sampler", "sampler_chains", "sampler_sweeps",
-                  "sa_initial_temperature", "sa_final_temperature", "kaiwu_solver", "generate_sweeps", "log_z_chains",
-                  "log_z_betas", "weight_decay")
+BOLTZMANN_ONLY = ("num_visible", "num_hidden", "smoothing", "dist_beta", "gamma", "trotter_slices", "sampler",
+                  "sampler_chains", "sampler_sweeps", "sa_initial_temperature", "sa_final_temperature", "kaiwu_solver",
+                  "generate_sweeps", "log_z_chains", "log_z_betas", "weight_decay")
 
 # Shipped configurations: values that replace the declared defaults; explicit values win over them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -73,7 +74,11 @@ class Config:
                                                note="a list: one value per latent unit, visible units first")
     trotter_slices: int = setting(16, "imaginary-time slices P of path-integral Monte Carlo (sampler=pimc)", low=2)
     # objective
-    dist_beta: float = setting(10.0, "sharpness of the overlapping-exponential smoothing", low=0.0, low_open=True)
+    smoothing: str = setting("exponential", "the relaxation of the binary latents: exponential (DVAE++) or power "
+                             "(DVAE#'s power function; sharper at the same dist_beta, DVAE# uses 30-40)",
+                             choices=SMOOTHINGS)
+    dist_beta: float = setting(10.0, "sharpness beta of the smoothing (exponential: its rate; power: the exponent "
+                               "1/beta)", low=0.0, low_open=True)
     kl_beta: float = setting(1e-6, "weight of the KL term in the optimised loss", low=0.0)
     kl_warmup_epochs: int = setting(0, "epochs over which the KL's weight rises linearly from 0 to kl_beta "
                                     "(step by step)", low=0, zero="no warm-up")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qvae.models.smoothing import OverlappingExponential
+from qvae.models.smoothing import OverlappingSmoothing
 from qvae.priors.rbm import RBM
 
 MEAN_FIELD_ITERATIONS = 5  # DVAE#'s; the updates contract quickly while the RBM's couplings are moderate
@@ -52,7 +52,7 @@ def mean_field(rbm: RBM, field: Tensor, iterations: int = MEAN_FIELD_ITERATIONS)
         return torch.cat([logits_v, logits_h], -1)
 
 
-def relaxed_log_prior(rbm: RBM, smoothing: OverlappingExponential, zeta: Tensor,
+def relaxed_log_prior(rbm: RBM, smoothing: OverlappingSmoothing, zeta: Tensor,
                       iterations: int = MEAN_FIELD_ITERATIONS) -> Tensor:
     """A lower bound on log sum_z e^{-E(z)} r(zeta | z) per row (log p(zeta) + log Z), by mean field.
 

@@ -1,4 +1,4 @@
-"""The QVAE: MLP encoder, overlapping-exponential smoothing, RBM prior, MLP decoder.
+"""The QVAE: MLP encoder, overlapping (exponential or power-function) smoothing, RBM prior, MLP decoder.
 
 Generative path: z ~ p(z) (RBM) -> zeta ~ r(zeta|z) -> x ~ Bernoulli(sigmoid(decoder(zeta) + b)).
 Inference: q(z|x) factorial Bernoulli with logits from the encoder; zeta ~ q(zeta|x) by the
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from qvae.config import Config
 from qvae.models.importance import iw_bound, relaxed_log_prior
-from qvae.models.smoothing import OverlappingExponential
+from qvae.models.smoothing import make_smoothing
 from qvae.priors.boltzmann import QBMPrior, RBMPrior
 from qvae.priors.build import make_prior
 from qvae.priors.rbm import RBM
@@ -126,7 +126,7 @@ class QVAE(CentredData):
         self.encoder = mlp([c.input_dim, c.hidden_dim, c.latent_dim], c.activation)
         self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
         self.prior = RBM(c.num_visible, c.num_hidden)
-        self.smoothing = OverlappingExponential(c.dist_beta)
+        self.smoothing = make_smoothing(c.smoothing, c.dist_beta)
         self.latent_prior: RBMPrior | QBMPrior = make_prior(c, self.prior)  # a plain object: no state-dict keys
 
     # ---------------------------------------------------------------- pieces

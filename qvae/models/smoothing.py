@@ -1,9 +1,10 @@
-"""Overlapping exponential relaxation of binary latents (DVAE++ / DVAE#).
+"""Overlapping relaxations of binary latents (DVAE++ / DVAE#): exponential and power-function.
 
-Each binary z in {0, 1} is smoothed to a continuous zeta in [0, 1]:
+Each binary z in {0, 1} is smoothed to a continuous zeta in [0, 1] by a density r(zeta | z=0) with
+its mass near 0 and its mirror image r(zeta | z=1) = r(1 - zeta | z=0):
 
-    r(zeta | z=0) = beta * exp(-beta * zeta) / (1 - exp(-beta))      (mass near 0)
-    r(zeta | z=1) = r(1 - zeta | z=0)                                  (mass near 1)
+    exponential (DVAE++):    r(zeta | z=0) = beta * exp(-beta * zeta) / (1 - exp(-beta))
+    power function (DVAE#):  r(zeta | z=0) = (1/beta) * zeta^(1/beta - 1)
 
 With q = P(z=1 | x) the approximate posterior over zeta is the mixture
 q(zeta) = (1-q) r(zeta|0) + q r(zeta|1). Both components overlap on [0, 1], so zeta is a smooth
@@ -11,6 +12,11 @@ function of q and gradients reach the encoder through the *implicit* reparameter
 d zeta / d q = -(dF/dq) / (dF/dzeta) (DVAE# sec. 3.4), where F is the mixture's CDF. The decoder
 only ever sees zeta, so the ELBO of the generative path z -> zeta -> x contains KL(q(z|x) || p(z))
 exactly (the smoothing r(zeta|z) is shared by posterior and prior).
+
+The power function is much sharper at the same beta (DVAE# uses beta 30-40): at beta = 40 two
+thirds of its draws lie within 1e-7 of z, which float32 cannot tell from z itself. Its densities
+are therefore evaluated at zeta + 1e-7 (and 1 - zeta + 1e-7), as DVAE#'s reference code does,
+which keeps every log density finite; its CDF and samples are exact.
 """
 
 from __future__ import annotations
@@ -21,36 +27,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+SMOOTHINGS = ("exponential", "power")
 
-class OverlappingExponential:
-    """The mixture of two mirrored truncated exponentials on [0, 1], sharpness `beta`."""
+
+class OverlappingSmoothing:
+    """The mixture of r(zeta|0) and its mirror image r(zeta|1): sampling with the implicit gradient,
+    densities and CDFs. Subclasses give the component: pdf0, log_pdf0, log_ratio, cdf0, zeta_given_z."""
+
+    beta: float
 
     def __init__(self, beta: float) -> None:
         if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
             raise ValueError(f"dist_beta must be a finite number > 0, got {beta!r}")
         self.beta = float(beta)
-        # 1 - exp(-beta), computed without cancellation for small beta
-        self._norm = -math.expm1(-self.beta)
 
-    # ---------------------------------------------------------------- the two components
+    # ---------------------------------------------------------------- one component (subclasses)
     def pdf0(self, zeta: Tensor) -> Tensor:
         """r(zeta | z=0)."""
-        return self.beta * torch.exp(-self.beta * zeta) / self._norm
+        raise NotImplementedError
 
+    def log_pdf0(self, zeta: Tensor) -> Tensor:
+        """log r(zeta | z=0)."""
+        raise NotImplementedError
+
+    def log_ratio(self, zeta: Tensor) -> Tensor:
+        """log r(zeta | z=1) - log r(zeta | z=0): the field zeta puts on z."""
+        raise NotImplementedError
+
+    def cdf0(self, zeta: Tensor) -> Tensor:
+        """R(zeta | z=0), the component's CDF."""
+        raise NotImplementedError
+
+    def zeta_given_z(self, z: Tensor, rho: Tensor) -> Tensor:
+        """The inverse CDF of r(zeta | z) at uniforms rho (elementwise)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- the mirrored component
     def pdf1(self, zeta: Tensor) -> Tensor:
         """r(zeta | z=1) = r(1 - zeta | z=0)."""
         return self.pdf0(1.0 - zeta)
-
-    def log_pdf0(self, zeta: Tensor) -> Tensor:
-        """log r(zeta | z=0), without the overflow of pdf0 for large beta."""
-        return math.log(self.beta / self._norm) - self.beta * zeta
-
-    def log_ratio(self, zeta: Tensor) -> Tensor:
-        """log r(zeta | z=1) - log r(zeta | z=0) = beta (2 zeta - 1): the field zeta puts on z."""
-        return self.beta * (2.0 * zeta - 1.0)
-
-    def cdf0(self, zeta: Tensor) -> Tensor:
-        return -torch.expm1(-self.beta * zeta) / self._norm
 
     def cdf1(self, zeta: Tensor) -> Tensor:
         return 1.0 - self.cdf0(1.0 - zeta)
@@ -59,11 +74,6 @@ class OverlappingExponential:
         """zeta ~ r(zeta | z) by inverse CDF; used for generation from prior samples z."""
         rho = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         return self.zeta_given_z(z, rho)
-
-    def zeta_given_z(self, z: Tensor, rho: Tensor) -> Tensor:
-        """The inverse CDF of r(zeta | z) at uniforms rho (elementwise)."""
-        zeta0 = -torch.log1p(-rho * self._norm) / self.beta
-        return torch.where(z > 0.5, 1.0 - zeta0, zeta0)
 
     # ---------------------------------------------------------------- the mixture
     def pdf(self, zeta: Tensor, q: Tensor) -> Tensor:
@@ -81,20 +91,6 @@ class OverlappingExponential:
     def cdf(self, zeta: Tensor, q: Tensor) -> Tensor:
         return (1.0 - q) * self.cdf0(zeta) + q * self.cdf1(zeta)
 
-    def inverse_cdf(self, rho: Tensor, q: Tensor) -> Tensor:
-        """Closed-form F^{-1}(rho; q): solve the quadratic in u = exp(beta * zeta).
-
-        Differentiable in q by autograd; an independent route to the same gradient as
-        `rsample`'s implicit one (used to check it).
-        """
-        a = q * math.exp(-self.beta)
-        b = (1.0 - q) - a - rho * self._norm
-        c_neg = 1.0 - q  # c = -(1 - q) <= 0, so the positive root is the one we need
-        disc = torch.sqrt(b * b + 4.0 * a * c_neg)
-        # two algebraically equal forms of the positive root; pick the cancellation-free one
-        u = torch.where(b >= 0, 2.0 * c_neg / (b + disc), (disc - b) / (2.0 * a))
-        return (torch.log(u) / self.beta).clamp(0.0, 1.0)
-
     def rsample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """zeta ~ q(zeta | logits) with the implicit reparameterisation gradient to `logits`.
 
@@ -110,3 +106,83 @@ class OverlappingExponential:
         if not logits.requires_grad:
             return zeta
         return zeta + dzeta_dq * (q - q.detach())
+
+
+class OverlappingExponential(OverlappingSmoothing):
+    """The mixture of two mirrored truncated exponentials on [0, 1], sharpness `beta`."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__(beta)
+        # 1 - exp(-beta), computed without cancellation for small beta
+        self._norm = -math.expm1(-self.beta)
+
+    def pdf0(self, zeta: Tensor) -> Tensor:
+        """r(zeta | z=0)."""
+        return self.beta * torch.exp(-self.beta * zeta) / self._norm
+
+    def log_pdf0(self, zeta: Tensor) -> Tensor:
+        """log r(zeta | z=0), without the overflow of pdf0 for large beta."""
+        return math.log(self.beta / self._norm) - self.beta * zeta
+
+    def log_ratio(self, zeta: Tensor) -> Tensor:
+        """log r(zeta | z=1) - log r(zeta | z=0) = beta (2 zeta - 1): the field zeta puts on z."""
+        return self.beta * (2.0 * zeta - 1.0)
+
+    def cdf0(self, zeta: Tensor) -> Tensor:
+        return -torch.expm1(-self.beta * zeta) / self._norm
+
+    def zeta_given_z(self, z: Tensor, rho: Tensor) -> Tensor:
+        """The inverse CDF of r(zeta | z) at uniforms rho (elementwise)."""
+        zeta0 = -torch.log1p(-rho * self._norm) / self.beta
+        return torch.where(z > 0.5, 1.0 - zeta0, zeta0)
+
+    def inverse_cdf(self, rho: Tensor, q: Tensor) -> Tensor:
+        """Closed-form F^{-1}(rho; q): solve the quadratic in u = exp(beta * zeta).
+
+        Differentiable in q by autograd; an independent route to the same gradient as
+        `rsample`'s implicit one (used to check it).
+        """
+        a = q * math.exp(-self.beta)
+        b = (1.0 - q) - a - rho * self._norm
+        c_neg = 1.0 - q  # c = -(1 - q) <= 0, so the positive root is the one we need
+        disc = torch.sqrt(b * b + 4.0 * a * c_neg)
+        # two algebraically equal forms of the positive root; pick the cancellation-free one
+        u = torch.where(b >= 0, 2.0 * c_neg / (b + disc), (disc - b) / (2.0 * a))
+        return (torch.log(u) / self.beta).clamp(0.0, 1.0)
+
+
+class OverlappingPower(OverlappingSmoothing):
+    """The mixture of two mirrored power functions on [0, 1], r(zeta|0) = lam zeta^(lam - 1) with lam = 1/beta
+    (DVAE#'s power-function smoothing); densities at zeta + EPS (see the module's docstring)."""
+
+    EPS = 1e-7  # DVAE#'s: below it float32 cannot tell zeta from z, and the density would be infinite at z
+
+    def __init__(self, beta: float) -> None:
+        super().__init__(beta)
+        self.lam = 1.0 / self.beta
+
+    def pdf0(self, zeta: Tensor) -> Tensor:
+        return self.lam * (zeta + self.EPS) ** (self.lam - 1.0)
+
+    def log_pdf0(self, zeta: Tensor) -> Tensor:
+        return math.log(self.lam) + (self.lam - 1.0) * torch.log(zeta + self.EPS)
+
+    def log_ratio(self, zeta: Tensor) -> Tensor:
+        """(lam - 1) (log(1 - zeta) - log(zeta)), each at + EPS: bounded by (1 - lam) log(1/EPS) ~ 16."""
+        return (self.lam - 1.0) * (torch.log(1.0 - zeta + self.EPS) - torch.log(zeta + self.EPS))
+
+    def cdf0(self, zeta: Tensor) -> Tensor:
+        return zeta.clamp(0.0, 1.0) ** self.lam
+
+    def zeta_given_z(self, z: Tensor, rho: Tensor) -> Tensor:
+        zeta0 = rho ** self.beta
+        return torch.where(z > 0.5, 1.0 - zeta0, zeta0)
+
+
+def make_smoothing(kind: str, beta: float) -> OverlappingSmoothing:
+    """The relaxation `kind` (one of SMOOTHINGS) with sharpness `beta` (config: smoothing, dist_beta)."""
+    if kind == "exponential":
+        return OverlappingExponential(beta)
+    if kind == "power":
+        return OverlappingPower(beta)
+    raise ValueError(f"smoothing must be one of {', '.join(SMOOTHINGS)}, got {kind!r}")
