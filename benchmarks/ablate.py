@@ -90,13 +90,43 @@ def score(config: Config, settings: ScoreSettings, progress: bool) -> dict[str, 
             "device": str(trained.device)}
 
 
+def scored_configs(report: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(the full config, the row) of every row of an earlier results.json, each config rebuilt from the report's
+    base and the changes kept before that row."""
+    kept: dict[str, Any] = {}
+    out = []
+    for row in report["rows"]:
+        out.append(({**report["base"], **kept, **row["values"]}, row))
+        if row["kept"]:
+            kept.update(row["values"])
+    return out
+
+
+def reused_baseline(base: Config, settings: ScoreSettings, path: Path) -> dict[str, Any] | None:
+    """The scores of a row of `path` (an earlier results.json) trained with exactly `base` and scored with exactly
+    `settings`, or None. The runs are deterministic on one machine (an ablation's baseline reproduced the earlier
+    one's figures to the last digit), so its scores are what training `base` again would give."""
+    report = json.loads(path.read_text())
+    if report["settings"] != vars(settings):
+        return None
+    wanted = json.loads(json.dumps(base.to_dict()))  # tuples as lists, as the file holds them
+    return next((dict(row) for config, row in scored_configs(report) if config == wanted), None)
+
+
 def run(base: Config, changes: dict[str, dict[str, Any]], settings: ScoreSettings, margin: float,
-        progress: bool) -> list[dict[str, Any]]:
+        progress: bool, reuse: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     kept: dict[str, Any] = {}
-    print("training the baseline (likelihood preset) ...", file=sys.stderr)
-    best = score(base, settings, progress)
-    rows.append({"change": "baseline: likelihood preset", "values": {}, "kept": True, **best})
+    best = reused_baseline(base, settings, reuse) if reuse is not None else None
+    if best is None:
+        print("training the baseline ...", file=sys.stderr)
+        best = score(base, settings, progress)
+        name = "baseline"
+    else:
+        print(f"the baseline's scores: from {reuse} (the same config and settings)", file=sys.stderr)
+        name = f"baseline (scores of {best['change']!r} in {reuse.parent.name})"
+        best = {k: v for k, v in best.items() if k not in ("change", "values", "kept")}
+    rows.append({"change": name, "values": {}, "kept": True, **best})
     for name, change in changes.items():
         values = resolved(change, base.epochs)
         print(f"training + {name} {values} ...", file=sys.stderr)
@@ -113,7 +143,10 @@ def table(rows: list[dict[str, Any]], base: Config, settings: ScoreSettings, hw:
     def fmt(value: Any, spec: str) -> str:
         return "-" if value is None else format(value, spec)
 
-    lines = [f"# ablation from the likelihood preset on {rows[0]['device']} ({hw}) | torch {torch.__version__}",
+    start = {k: v for k, v in base.to_dict().items() if Config.from_preset("likelihood", **{
+        name: getattr(base, name) for name in SHARED}).to_dict()[k] != v}
+    lines = [f"# ablation from the likelihood preset{f' + {start}' if start else ''} on {rows[0]['device']} ({hw}) | "
+             f"torch {torch.__version__}",
              f"# {base.epochs} epochs on {base.train_size or 50000} training images, chosen and scored on "
              f"{base.validation_size} validation images (the test split is not read) | batch {base.batch_size}, "
              f"seed {base.seed}",
@@ -138,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     add_flags(parser, Config, "the runs (the rest: the likelihood preset)", prefix="cfg_", only=SHARED)
     add_flags(parser, ScoreSettings, "validation scores (0 skips one)", prefix="score_")
     parser.add_argument("--changes", default="", help="NAME=field:value[,field:value];... (default: CHANGES)")
+    parser.add_argument("--base", default="", help="field:value[,field:value] on top of the likelihood preset: "
+                        "where the changes start (e.g. what an earlier ablation kept)")
+    parser.add_argument("--reuse-baseline", type=Path, metavar="RESULTS_JSON",
+                        help="an earlier ablation's results.json: when one of its rows trained exactly this "
+                        "baseline with exactly these score settings, take its scores instead of training again")
     parser.add_argument("--margin", type=float, default=0.1, help="nats of val NLL a change must gain to be kept")
     parser.add_argument("--output-dir", help="where results.json goes (default: a temporary dir)")
     parser.add_argument("--no-progress", action="store_true")
@@ -147,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         if "data_dir" not in given and os.environ.get("QVAE_DATA_DIR"):
             given["data_dir"] = os.environ["QVAE_DATA_DIR"]
         base = Config.from_preset("likelihood", **given)
+        if args.base:
+            base = base.replace(**parse_changes(f"base={args.base}")["base"])
         settings = ScoreSettings(**picked_flags(args, "score_"))
         settings.validate_scores(base.validation_size, "validation")
         if not settings.nll_samples:
@@ -157,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     started = time.perf_counter()
-    rows = run(base, changes, settings, args.margin, progress=not args.no_progress)
+    rows = run(base, changes, settings, args.margin, progress=not args.no_progress, reuse=args.reuse_baseline)
     out = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="qvae-ablate-"))
     out.mkdir(parents=True, exist_ok=True)
     hw = hardware(torch.device(rows[0]["device"]))
