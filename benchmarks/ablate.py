@@ -92,11 +92,12 @@ def score(config: Config, settings: ScoreSettings, progress: bool) -> dict[str, 
 
 def scored_configs(report: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(the full config, the row) of every row of an earlier results.json, each config rebuilt from the report's
-    base and the changes kept before that row."""
+    base and the changes kept before that row; a field the report predates counts as its declared default."""
+    defaults = json.loads(json.dumps(Config().to_dict()))
     kept: dict[str, Any] = {}
     out = []
     for row in report["rows"]:
-        out.append(({**report["base"], **kept, **row["values"]}, row))
+        out.append(({**defaults, **report["base"], **kept, **row["values"]}, row))
         if row["kept"]:
             kept.update(row["values"])
     return out

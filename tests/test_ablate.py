@@ -42,3 +42,13 @@ def test_a_baseline_reuses_only_the_row_trained_with_exactly_its_config_and_sett
     # the sweeps row came after the dropped dist_beta: on top of lr only
     assert ablate.reused_baseline(base.replace(lr=0.006, sampler_sweeps=10), settings, path)["val_nll"] == 100.5
     assert ablate.reused_baseline(base, ScoreSettings(nll_samples=20), path) is None  # scored differently
+
+
+def test_a_field_an_earlier_report_predates_counts_as_its_default(tmp_path):
+    base, settings = Config.from_preset("likelihood", epochs=3), ScoreSettings(nll_samples=10)
+    report = report_of(base, settings)
+    del report["base"]["lr_schedule"]  # written before the field existed
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    assert ablate.reused_baseline(base, settings, path)["val_nll"] == 101.0
+    assert ablate.reused_baseline(base.replace(lr_schedule="cosine"), settings, path) is None
