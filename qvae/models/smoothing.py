@@ -175,7 +175,9 @@ class OverlappingPower(OverlappingSmoothing):
         return zeta.clamp(0.0, 1.0) ** self.lam
 
     def zeta_given_z(self, z: Tensor, rho: Tensor) -> Tensor:
-        zeta0 = rho ** self.beta
+        zeta0 = rho**self.beta
+        # below the smallest normal float, 0: subnormal inputs made the decoder's matmul 10x slower on x86 CPUs
+        zeta0 = torch.where(zeta0 < torch.finfo(zeta0.dtype).tiny, 0.0, zeta0)
         return torch.where(z > 0.5, 1.0 - zeta0, zeta0)
 
 
