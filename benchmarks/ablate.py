@@ -163,7 +163,7 @@ def table(rows: list[dict[str, Any]], base: Config, settings: ScoreSettings, hw:
                      f"{fmt(classes, '.3f'):>8} {r['seconds_per_epoch']:8.2f}  "
                      f"{'yes' if r['kept'] else 'no'}")
     kept = {k: v for r in rows if r["kept"] for k, v in r["values"].items()}
-    lines.append(f"# kept on top of the likelihood preset: {kept or 'nothing'}")
+    lines.append(f"# kept on top of the likelihood preset{f' + {start}' if start else ''}: {kept or 'nothing'}")
     return "\n".join(lines)
 
 
