@@ -46,7 +46,7 @@ def test_help_shows_each_settings_default_and_range():
     assert proc.returncode == 0
     assert "--nll-samples INT importance samples K per image of the test NLL" in text
     assert "(default: 0; an integer in 0..1000000; 0 skips the test NLL)" in text
-    assert ("--dist-beta FLOAT sharpness of the overlapping-exponential smoothing "
+    assert ("--dist-beta FLOAT sharpness beta of the smoothing (exponential: its rate; power: the exponent 1/beta) "
             "(default: 10.0; a finite number > 0.0)") in text
     proc = run_qvae("evaluate", "--help")
     assert "--model STR MLflow model URI (as for generate) or a local model path (required)" in " ".join(
