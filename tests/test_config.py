@@ -111,8 +111,8 @@ def test_presets_supply_defaults_and_explicit_values_win(tmp_path):
     assert Config.from_preset("seed") == Config()  # the seed preset is the declared defaults
     likelihood = Config.from_preset("likelihood")
     assert (likelihood.kl_beta, likelihood.binarize) == (1.0, "dynamic") and PRESETS["likelihood"] == {
-        "kl_beta": 1.0, "binarize": "dynamic", "iw_samples": 5, "lr": 6e-3, "lr_schedule": "cosine", "sampler_sweeps": 10,
-        "smoothing": "power", "dist_beta": 30.0}
+        "kl_beta": 1.0, "binarize": "dynamic", "iw_samples": 5, "lr": 6e-3, "lr_schedule": "cosine",
+        "sampler_sweeps": 10, "smoothing": "power", "dist_beta": 30.0}
     assert Config.from_preset("likelihood", kl_beta=0.5).kl_beta == 0.5
     with pytest.raises(ConfigError, match="preset must be one of seed, likelihood, got 'best'"):
         Config.from_preset("best")
