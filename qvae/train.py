@@ -150,10 +150,13 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     # the fused kernel does Adam's elementwise update in one pass (measurably faster on CPU too)
     use_graph = graphs_available(device, config.cuda_graphs)
     # capturable on every CUDA run (graph or not): its on-device bias correction makes both paths one computation
-    # a scheduled lr is a device tensor filled before each step, which a captured step reads; a constant one a float
-    lr_now = torch.tensor(config.lr, device=device) if config.lr_schedule != "constant" else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr if lr_now is None else lr_now,
-                                 fused=device.type in ("cpu", "cuda"), capturable=device.type == "cuda")
+    # a scheduled lr is a device tensor filled before each step, which a captured step reads; the fused kernel
+    # takes one (the foreach one, on MPS, does not: there the group's float is set instead); a constant lr a float
+    fused = device.type in ("cpu", "cuda")
+    scheduled = config.lr_schedule != "constant"
+    lr_now = torch.tensor(config.lr, device=device) if scheduled and fused else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr if lr_now is None else lr_now, fused=fused,
+                                 capturable=device.type == "cuda")
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
     noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     eval_rng = torch.Generator(device=device).manual_seed(config.seed + 2)
@@ -199,8 +202,12 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
             at = (epoch - 1) * steps + index  # the step's place in the whole run
             if config.kl_warmup_epochs:  # the KL's weight rises step by step, reaching kl_beta at the warm-up's end
                 model.kl_scale.fill_(kl_factor(config.kl_warmup_epochs * steps, at))
-            if lr_now is not None:
-                lr_now.fill_(config.lr * lr_factor(config.lr_schedule, at, config.epochs * steps))
+            if scheduled:
+                lr = config.lr * lr_factor(config.lr_schedule, at, config.epochs * steps)
+                if lr_now is not None:
+                    lr_now.fill_(lr)
+                else:
+                    optimizer.param_groups[0]["lr"] = lr
             step.step(xb)
             if index % check_every == 0 or index == steps:
                 _check_healthy(step.healthy(), epoch, index, step.last, config)
