@@ -53,6 +53,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "sampler_sweeps": 10, "smoothing": "power", "dist_beta": 30.0},
 }
 PRESET_FIELDS = tuple(sorted({name for values in PRESETS.values() for name in values}))
+# How `mlflow run` logs a preset field left to the preset: the MLproject's "" default, quoted for the shell
+NOT_GIVEN = ("", "''")
 
 __all__ = ["ACTIVATIONS", "BINARIZE_MODES", "DEVICES", "PRESETS", "PRIORS", "RESUME_MAY_DIFFER", "SAMPLERS", "Config",
            "ConfigError", "JobOptions", "ScoreSettings"]
@@ -226,6 +228,17 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def params_with_preset(params: Mapping[str, str]) -> dict[str, str]:
+    """A run's logged params as its config held them: each preset field that `mlflow run` logged as not given
+    (NOT_GIVEN) becomes the value the run's preset (its `preset` param; seed when absent) gave it."""
+    out = dict(params)
+    preset = PRESETS.get(params.get("preset", "seed"), {})
+    for name in PRESET_FIELDS:
+        if out.get(name) in NOT_GIVEN:
+            out[name] = str(preset.get(name, Config.__dataclass_fields__[name].default))
+    return out
 
 
 def _as_type(value: Any, current: Any) -> Any:

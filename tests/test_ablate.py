@@ -23,11 +23,12 @@ def test_changes_are_typed_by_the_config_and_checked():
 
 
 def report_of(base: Config, settings: ScoreSettings) -> dict:
-    """An earlier ablation: baseline, a kept change (lr), a dropped one (dist_beta 20), then one on top of lr."""
+    """An earlier ablation: baseline, a kept change (lr), a dropped one (dist_beta 20), then one on top of lr
+    (values none of which the likelihood preset already has)."""
     row = lambda name, values, kept, nll: {"change": name, "values": values, "kept": kept, "val_nll": nll}  # noqa: E731
     return json.loads(json.dumps({"base": base.to_dict(), "settings": vars(settings), "rows": [
-        row("baseline", {}, True, 101.0), row("lr", {"lr": 0.006}, True, 100.0),
-        row("sharp", {"dist_beta": 20.0}, False, 140.0), row("sweeps", {"sampler_sweeps": 10}, False, 100.5)]}))
+        row("baseline", {}, True, 101.0), row("lr", {"lr": 0.002}, True, 100.0),
+        row("sharp", {"dist_beta": 20.0}, False, 140.0), row("sweeps", {"sampler_sweeps": 20}, False, 100.5)]}))
 
 
 def test_a_baseline_reuses_only_the_row_trained_with_exactly_its_config_and_settings(tmp_path):
@@ -35,20 +36,20 @@ def test_a_baseline_reuses_only_the_row_trained_with_exactly_its_config_and_sett
     path = tmp_path / "results.json"
     path.write_text(json.dumps(report_of(base, settings)))
     assert ablate.reused_baseline(base, settings, path)["val_nll"] == 101.0
-    assert ablate.reused_baseline(base.replace(lr=0.006), settings, path)["val_nll"] == 100.0
+    assert ablate.reused_baseline(base.replace(lr=0.002), settings, path)["val_nll"] == 100.0
     # dist_beta 20 was tried on top of lr 0.006, not of the preset's lr: its row is not this config's
     assert ablate.reused_baseline(base.replace(dist_beta=20.0), settings, path) is None
-    assert ablate.reused_baseline(base.replace(lr=0.006, dist_beta=20.0), settings, path)["val_nll"] == 140.0
+    assert ablate.reused_baseline(base.replace(lr=0.002, dist_beta=20.0), settings, path)["val_nll"] == 140.0
     # the sweeps row came after the dropped dist_beta: on top of lr only
-    assert ablate.reused_baseline(base.replace(lr=0.006, sampler_sweeps=10), settings, path)["val_nll"] == 100.5
+    assert ablate.reused_baseline(base.replace(lr=0.002, sampler_sweeps=20), settings, path)["val_nll"] == 100.5
     assert ablate.reused_baseline(base, ScoreSettings(nll_samples=20), path) is None  # scored differently
 
 
 def test_a_field_an_earlier_report_predates_counts_as_its_default(tmp_path):
     base, settings = Config.from_preset("likelihood", epochs=3), ScoreSettings(nll_samples=10)
     report = report_of(base, settings)
-    del report["base"]["lr_schedule"]  # written before the field existed
+    del report["base"]["kl_warmup_epochs"]  # written before the field existed
     path = tmp_path / "results.json"
     path.write_text(json.dumps(report))
     assert ablate.reused_baseline(base, settings, path)["val_nll"] == 101.0
-    assert ablate.reused_baseline(base.replace(lr_schedule="cosine"), settings, path) is None
+    assert ablate.reused_baseline(base.replace(kl_warmup_epochs=1), settings, path) is None

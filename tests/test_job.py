@@ -67,7 +67,10 @@ def test_run_finished_with_params_and_provenance(finished_run):
     assert run.info.status == "FINISHED"
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     p = run.data.params
-    assert p["num_visible"] == "8" and p["dist_beta"] == "10.0" and p["device_used"] == "cpu"
+    assert p["num_visible"] == "8" and p["device_used"] == "cpu"
+    # a preset field `mlflow run` logged as not given ('') gets the value the seed preset gave it beside it
+    assert p["dist_beta"] == "''" and p["dist_beta.resolved"] == "10.0" and p["smoothing.resolved"] == "exponential"
+    assert "num_visible.resolved" not in p  # given with -P: logged as given, nothing beside it
     for key in ("mnist_source", "mnist_md5_train-images-idx3-ubyte", "version_torch", "version_mlflow",
                 "version_optuna", "version_kaiwu_community", "git_commit", "git_dirty", "fid_samples"):
         assert key in p, key

@@ -27,7 +27,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from qvae.background import BackgroundWork
-from qvae.config import Config, ConfigError, JobOptions
+from qvae.config import NOT_GIVEN, Config, ConfigError, JobOptions
 from qvae.data.mnist import MnistData, load_mnist_for, model_inputs
 from qvae.gamma import ARTIFACT as GAMMA_ARTIFACT
 from qvae.gamma import as_param
@@ -71,11 +71,13 @@ def log_new_params(params: dict[str, Any]) -> None:
     """Log params on the active run, skipping keys it already holds.
 
     `mlflow run` logs the entry point's parameters itself (as given on the command line, e.g.
-    kl_beta=0.000001); MLflow refuses to change a logged param, so those keep their values.
+    kl_beta=0.000001); MLflow refuses to change a logged param, so those keep their values. A preset
+    field it logged as not given ('', the preset's value) gets its value beside it, as `<name>.resolved`.
     """
     run = mlflow.active_run()
     existing = mlflow.get_run(run.info.run_id).data.params if run else {}
-    store_write(mlflow.log_params, {k: v for k, v in params.items() if k not in existing})
+    resolved = {f"{k}.resolved": v for k, v in params.items() if existing.get(k, "-") in NOT_GIVEN}
+    store_write(mlflow.log_params, {k: v for k, v in {**params, **resolved}.items() if k not in existing})
 
 
 

@@ -29,7 +29,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from qvae.config import RESUME_MAY_DIFFER, Config, ConfigError
+from qvae.config import RESUME_MAY_DIFFER, Config, ConfigError, params_with_preset
 
 log = logging.getLogger(__name__)
 PROBE_TIMEOUT_S = 10.0
@@ -247,7 +247,7 @@ def check_resume(run_id: str, config: Config) -> str:
     if CHECKPOINT_ARTIFACT not in names:
         raise ConfigError(f"resume: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact (it stopped before its "
                           f"first epoch ended); accepted: a run with at least one logged checkpoint")
-    logged = run.data.params
+    logged = params_with_preset(run.data.params)  # `mlflow run` logged "" for the fields its preset set
     differ = config.resume_mismatches(logged)
     if differ:
         detail = ", ".join(f"{k}: logged {logged.get(k)}, given {getattr(config, k)}" for k in differ)
