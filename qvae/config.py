@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from qvae.gamma import describe, largest, matches_param
+from qvae.gamma import as_param, describe, largest, matches_param
 from qvae.models.smoothing import SMOOTHINGS
 from qvae.schedule import LR_SCHEDULES
 from qvae.settings import ConfigError, check_field, check_fields, setting
@@ -232,13 +232,11 @@ class Config:
 
 def params_with_preset(params: Mapping[str, str]) -> dict[str, str]:
     """A run's logged params as its config held them: each preset field that `mlflow run` logged as not given
-    (NOT_GIVEN) becomes the value the run's preset (its `preset` param; seed when absent) gave it."""
-    out = dict(params)
-    preset = PRESETS.get(params.get("preset", "seed"), {})
-    for name in PRESET_FIELDS:
-        if out.get(name) in NOT_GIVEN:
-            out[name] = str(preset.get(name, Config.__dataclass_fields__[name].default))
-    return out
+    (NOT_GIVEN) becomes the value the run's preset (its `preset` param; seed when absent or unknown) gave it."""
+    name = params.get("preset", "seed")
+    resolved = Config.from_preset(name if name in PRESETS else "seed")
+    return {**params, **{field: str(as_param(getattr(resolved, field))) for field in PRESET_FIELDS
+                         if params.get(field) in NOT_GIVEN}}
 
 
 def _as_type(value: Any, current: Any) -> Any:

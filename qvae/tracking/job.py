@@ -76,7 +76,7 @@ def log_new_params(params: dict[str, Any]) -> None:
     """
     run = mlflow.active_run()
     existing = mlflow.get_run(run.info.run_id).data.params if run else {}
-    resolved = {f"{k}.resolved": v for k, v in params.items() if existing.get(k, "-") in NOT_GIVEN}
+    resolved = {f"{k}.resolved": v for k, v in params.items() if k in existing and existing[k] in NOT_GIVEN}
     store_write(mlflow.log_params, {k: v for k, v in {**params, **resolved}.items() if k not in existing})
 
 
