@@ -3,8 +3,9 @@
 At equal epochs the likelihood preset's QVAE beats the Gaussian VAE; at equal wall time its lead shrinks,
 because its epoch costs more (docs/results.md). This says which part costs it. For each prior it times
 --steps eager training steps on full batches of MNIST, after --warmup steps that are not counted (a step's
-cost changes as the model trains: early on, the Gaussian VAE's importance weights underflow to subnormal
-floats, which x86 CPUs compute slowly; --flush-denormal makes the CPU treat them as 0), and, inside them,
+cost changes as the model trains: the gradients entering the decoder's backward pass are scaled by the
+importance weights, and where those underflow, 0.2-0.6 % of them are subnormal floats, which make x86 CPUs'
+matrix products slow, most of all early on; --flush-denormal has the CPU treat them as 0), and, inside them,
 the forward parts each model has:
 - both: the encoder, the latent sample (the relaxation's rsample with its implicit gradient, or the
   Gaussian noise), the decoder;
