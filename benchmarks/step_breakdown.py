@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
-import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,6 +37,7 @@ import qvae.models.qvae as qvae_module
 from qvae.config import PRESETS, Config
 from qvae.data.mnist import load_mnist, model_inputs, train_mean
 from qvae.models.build import build_model
+from qvae.timing import PhaseTimer
 from qvae.train import evaluate, num_batches, resolve_device
 from qvae.train_step import TrainStep
 
@@ -51,27 +49,21 @@ PARTS = (("negative phase", "sampler.sample"), ("encoder", "model.encode"),
          ("log q(zeta|x)", "model.smoothing.log_mixture_pdf"))
 ORDER = ("negative phase", "encoder", "latent sample", "decoder", "relaxed log prior", "log q(zeta|x)",
          "loss, backward, Adam")
+ONCE_PER_EPOCH = ("validation pass", "log Z (AIS)", "KL to uniform")
 
 
-class PartTimer:
-    """Seconds spent in each wrapped callable, summed per label (synchronising CUDA around each call)."""
+class PartTimer(PhaseTimer):
+    """A PhaseTimer whose wrapped callables are charged to their label only while `on`."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.seconds: dict[str, float] = defaultdict(float)
-        self.on = False
-        self.sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    on = False
 
     def wrap(self, label: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
             if not self.on:
                 return function(*args, **kwargs)
-            self.sync()
-            start = time.perf_counter()
-            out = function(*args, **kwargs)
-            self.sync()
-            self.seconds[label] += time.perf_counter() - start
-            return out
+            with self.phase(label):
+                return function(*args, **kwargs)
         return timed
 
 
@@ -113,50 +105,41 @@ def measure(config: Config, data: Any, steps: int, warmup: int) -> dict[str, flo
     step.start_epoch()
     x = data.train_x.to(device)
     full_batches = len(x) // config.batch_size  # the training set over and over, in order
-    timer = PartTimer(device)
-    per_step = []
-    with timed_parts(timer, {"model": model, "sampler": sampler, "module": qvae_module}):
-        for index in range(warmup + steps):
-            at = (index % full_batches) * config.batch_size
-            timer.on = index >= warmup
-            timer.sync()
-            start = time.perf_counter()
-            step.step(x[at:at + config.batch_size])
-            timer.sync()
-            if timer.on:
-                per_step.append(time.perf_counter() - start)
-    row = {label: 1e3 * seconds / steps for label, seconds in timer.seconds.items()}
-    row["step"] = 1e3 * statistics.fmean(per_step)
-    row["loss, backward, Adam"] = row["step"] - sum(timer.seconds.values()) * 1e3 / steps
+
+    def batch(index: int) -> torch.Tensor:
+        at = (index % full_batches) * config.batch_size
+        return x[at:at + config.batch_size]
+
+    parts, whole = PartTimer(device), PhaseTimer(device)
+    with timed_parts(parts, {"model": model, "sampler": sampler, "module": qvae_module}):
+        for index in range(warmup):
+            step.step(batch(index))
+        parts.on = True
+        with whole.phase("step"):
+            for index in range(warmup, warmup + steps):
+                step.step(batch(index))
+    row = {label: 1e3 * seconds / steps for label, seconds in (parts.seconds | whole.seconds).items()}
+    row["loss, backward, Adam"] = row["step"] - sum(parts.seconds.values()) * 1e3 / steps
 
     generator = torch.Generator(device).manual_seed(config.seed + 2)
     val_x = model_inputs(data.val_x.to(device), config.binarize)
-    row["validation pass"] = seconds_of(lambda: evaluate(model, sampler, val_x, config.batch_size, generator),
-                                        timer.sync)
+    once = PhaseTimer(device)
+    with once.phase("validation pass"):
+        evaluate(model, sampler, val_x, config.batch_size, generator)
     prior = model.latent_prior
     if prior.needs_log_z:
-        log_z = [0.0]
-
-        def ais() -> None:
-            log_z[0] = prior.log_z(config.log_z_chains, config.log_z_betas, generator)[0]
-
-        row["log Z (AIS)"] = seconds_of(ais, timer.sync)
-        row["KL to uniform"] = seconds_of(lambda: prior.kl_to_uniform(log_z[0], generator), timer.sync)
+        with once.phase("log Z (AIS)"):
+            log_z = prior.log_z(config.log_z_chains, config.log_z_betas, generator)[0]
+        with once.phase("KL to uniform"):
+            prior.kl_to_uniform(log_z, generator)
+    row.update(once.seconds)
     row["steps per epoch"] = num_batches(len(data.train_x), config.batch_size)
     return row
 
 
-def seconds_of(work: Callable[[], Any], sync: Callable[[], None]) -> float:
-    sync()
-    start = time.perf_counter()
-    work()
-    sync()
-    return time.perf_counter() - start
-
-
 def epoch_seconds(row: dict[str, float]) -> float:
     """One epoch as the training loop runs it: every step, then the once-per-epoch work."""
-    once = sum(row.get(name, 0.0) for name in ("validation pass", "log Z (AIS)", "KL to uniform"))
+    once = sum(row.get(name, 0.0) for name in ONCE_PER_EPOCH)
     return row["steps per epoch"] * row["step"] / 1e3 + once
 
 
@@ -194,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'seconds per epoch':24s} {'QVAE':>9s} {'Gaussian':>9s}")
     print(f"{'steps':24s} {qvae['steps per epoch'] * qvae['step'] / 1e3:9.2f} "
           f"{gauss['steps per epoch'] * gauss['step'] / 1e3:9.2f}")
-    for label in ("validation pass", "log Z (AIS)", "KL to uniform"):
+    for label in ONCE_PER_EPOCH:
         print(f"{label:24s} {qvae.get(label, 0.0):9.2f} {gauss.get(label, 0.0):9.2f}")
     q_epoch, g_epoch = epoch_seconds(qvae), epoch_seconds(gauss)
     print(f"{'epoch':24s} {q_epoch:9.2f} {g_epoch:9.2f}   QVAE / Gaussian = {q_epoch / g_epoch:.2f}")
