@@ -2,7 +2,7 @@
 
 import pytest
 
-from qvae.config import Config, ConfigError
+from qvae.config import PRESET_FIELDS, Config, ConfigError
 
 
 def test_defaults_are_the_seed():
@@ -210,10 +210,6 @@ def test_the_gamma_flag_reads_one_value_a_list_or_a_file(tmp_path):
     assert config_from_args(parser.parse_args([*flags, "--gamma", ""])).gamma == 0.0  # "": not given
 
 
-PRESETS_FIELDS_OF_LIKELIHOOD = ("binarize", "dist_beta", "iw_samples", "kl_beta", "lr", "lr_schedule", "sampler_sweeps",
-                                 "smoothing")
-
-
 def test_params_mlflow_run_left_to_the_preset_read_as_the_presets_values():
     from qvae.config import params_with_preset
 
@@ -221,7 +217,7 @@ def test_params_mlflow_run_left_to_the_preset_read_as_the_presets_values():
     assert params_with_preset(logged) == {"preset": "likelihood", "dist_beta": "30.0", "lr": "0.01", "kl_beta": "1.0",
                                           "num_visible": "128"}  # a given value (lr) stays as given
     assert params_with_preset({"dist_beta": "''"}) == {"dist_beta": "10.0"}  # no preset param: the seed's
-    as_mlflow_logs = {name: "''" for name in PRESETS_FIELDS_OF_LIKELIHOOD} | {"preset": "likelihood"}
+    as_mlflow_logs = {name: "''" for name in PRESET_FIELDS} | {"preset": "likelihood"}
     assert Config.from_preset("likelihood").resume_mismatches(params_with_preset(as_mlflow_logs)) == []
     assert Config().resume_mismatches(params_with_preset(as_mlflow_logs)) != []  # the seed's config differs
 
@@ -232,9 +228,9 @@ def test_a_run_mlflow_run_logged_with_preset_placeholders_can_be_resumed(trackin
     from qvae.tracking.store import check_resume
 
     with mlflow.start_run() as run:  # the params as `mlflow run -P preset=likelihood` logs them
-        mlflow.log_params({name: "''" for name in PRESETS_FIELDS_OF_LIKELIHOOD} | {"preset": "likelihood"})
+        mlflow.log_params({name: "''" for name in PRESET_FIELDS} | {"preset": "likelihood"})
         mlflow.log_params({k: v for k, v in Config.from_preset("likelihood").to_dict().items()
-                           if k not in PRESETS_FIELDS_OF_LIKELIHOOD})
+                           if k not in PRESET_FIELDS})
         mlflow.log_text("a checkpoint", "checkpoints/last.pt")
     assert check_resume(run.info.run_id, Config.from_preset("likelihood", epochs=30)) == "checkpoints/last.pt"
     with pytest.raises(ConfigError, match="dist_beta: logged 30.0, given 10.0"):  # the preset's, not ''
