@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qvae.gamma import as_param, describe, largest, matches_param
+from qvae.models.importance import MEAN_FIELD_ITERATIONS
 from qvae.models.smoothing import SMOOTHINGS
 from qvae.schedule import LR_SCHEDULES
 from qvae.settings import ConfigError, check_field, check_fields, setting
@@ -36,9 +37,10 @@ VALIDATION_SIZE = 10_000  # the DVAE/IWAE validation split: the training file's 
 # continue a different experiment in the same run.
 RESUME_MAY_DIFFER = ("epochs", "device", "cuda_graphs")
 # What only a Boltzmann prior reads: a Gaussian-prior run neither logs nor compares these
-BOLTZMANN_ONLY = ("num_visible", "num_hidden", "smoothing", "dist_beta", "gamma", "trotter_slices", "sampler",
-                  "sampler_chains", "sampler_sweeps", "sa_initial_temperature", "sa_final_temperature", "kaiwu_solver",
-                  "generate_sweeps", "log_z_chains", "log_z_betas", "weight_decay")
+BOLTZMANN_ONLY = ("num_visible", "num_hidden", "smoothing", "dist_beta", "mean_field_iterations", "gamma",
+                  "trotter_slices", "sampler", "sampler_chains", "sampler_sweeps", "sa_initial_temperature",
+                  "sa_final_temperature", "kaiwu_solver", "generate_sweeps", "log_z_chains", "log_z_betas",
+                  "weight_decay")
 
 # Shipped configurations: values that replace the declared defaults; explicit values win over them.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -89,6 +91,9 @@ class Config:
     iw_samples: int = setting(0, "importance samples per image of the training objective: k >= 1 trains on the "
                               "importance-weighted bound (IWAE; the QVAE with DVAE#'s mean-field relaxed prior)",
                               low=0, high=1000, zero="the ELBO with its exact KL")
+    mean_field_iterations: int = setting(MEAN_FIELD_ITERATIONS, "alternating mean-field updates of the relaxed prior "
+                                         "p(zeta) that the QVAE's importance-weighted bound uses (iw_samples >= 1): a "
+                                         "lower bound at any count, tighter with more", low=1, high=100)
     weight_decay: float = setting(0.01, "L2 on the RBM parameters, added to the loss as the seed does", low=0.0)
     # optimisation
     batch_size: int = setting(256, "images per Adam step (at most the training images)", low=1)

@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from qvae.gamma import largest
-from qvae.models.importance import MEAN_FIELD_ITERATIONS
 
 PEAK_ENV = "QVAE_PEAK_FLOPS"
 # FP32 (non-tensor-core) peak FLOP/s, matched against torch.cuda.get_device_name() in this order
@@ -55,7 +54,7 @@ def epoch_flops(model: Any, train_images: int, val_images: int) -> float:
     flops += steps * 2 * sweeps * c.sampler_chains * slices * pair  # two products per sweep
     flops += 3.0 * pair * train_images  # E_q[E(z)] forward and backward
     if c.iw_samples:  # the relaxed prior's mean field (two products per iteration) and its energy, per proposal
-        flops += (2 * MEAN_FIELD_ITERATIONS + 1 + 3) * pair * proposals * train_images
+        flops += (2 * c.mean_field_iterations + 1 + 3) * pair * proposals * train_images
     flops += c.log_z_betas * c.log_z_chains * slices * 3 * pair  # AIS: a sweep and an energy per beta
     return flops
 

@@ -224,7 +224,7 @@ class QVAE(CentredData):
         zeta = self.smoothing.rsample(logits.expand(k, *logits.shape), generator)
         x_logits = self.decode(zeta)
         log_px = -F.binary_cross_entropy_with_logits(x_logits, x.expand_as(x_logits), reduction="none").sum(-1)
-        log_prior_over_q = (relaxed_log_prior(self.prior, self.smoothing, zeta)
+        log_prior_over_q = (relaxed_log_prior(self.prior, self.smoothing, zeta, self.config.mean_field_iterations)
                             - self.smoothing.log_mixture_pdf(zeta, logits).sum(-1))
         return log_px, log_prior_over_q
 
