@@ -17,8 +17,8 @@ Then the once-per-epoch work: the validation pass, and the QVAE's AIS log Z and 
 Steps are eager (no CUDA graph), so each part can be timed; on CUDA every part is synchronised, which adds
 a little to each. Nothing here reads the test split.
 
-    python benchmarks/step_breakdown.py [--preset likelihood] [--steps 196] [--warmup 196] [--device cpu] \\
-        [--flush-denormal]
+    python benchmarks/step_breakdown.py [--preset likelihood] [--base field:value,...] [--steps 196] \\
+        [--warmup 196] [--device cpu] [--flush-denormal]
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from ablate import parse_changes
 from common import hardware
 
 import qvae.models.qvae as qvae_module
-from qvae.config import PRESETS, Config
+from qvae.config import PRESETS, Config, ConfigError
 from qvae.data.mnist import load_mnist, model_inputs, train_mean
 from qvae.models.build import build_model
 from qvae.timing import PhaseTimer
@@ -146,6 +147,8 @@ def epoch_seconds(row: dict[str, float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="likelihood", choices=sorted(PRESETS))
+    parser.add_argument("--base", default="", help="field:value[,field:value] on top of the preset, for both priors "
+                        "(a field only a Boltzmann prior reads leaves the Gaussian VAE as it is)")
     parser.add_argument("--steps", type=int, default=196, help="timed steps per prior (196: one epoch)")
     parser.add_argument("--warmup", type=int, default=196, help="steps before the timed ones")
     parser.add_argument("--flush-denormal", action="store_true", help="subnormal floats as 0 (x86 CPUs)")
@@ -157,15 +160,21 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.flush_denormal and not torch.set_flush_denormal(True):
         parser.error("--flush-denormal: this CPU cannot flush subnormal floats (it needs SSE3 on x86)")
+    try:
+        base = parse_changes(f"base={args.base}")["base"] if args.base else {}
+        configs = {prior: Config.from_preset(args.preset, **{**base, "prior": prior, "device": args.device,
+                                                              "data_dir": args.data_dir}) for prior in PRIORS}
+    except ConfigError as error:
+        parser.error(str(error))
     data = load_mnist(args.data_dir)
     rows = {}
-    for prior in PRIORS:
-        config = Config.from_preset(args.preset, prior=prior, device=args.device, data_dir=args.data_dir)
+    for prior, config in configs.items():
         rows[prior] = measure(config, data, args.steps, args.warmup)
 
     device = resolve_device(args.device)
     qvae, gauss = rows["boltzmann"], rows["gaussian"]
-    print(f"# one training step, preset {args.preset} (batch {config.batch_size}, k = {config.iw_samples or 1}), "
+    given = f" + {args.base}" if args.base else ""
+    print(f"# one training step, preset {args.preset}{given} (batch {config.batch_size}, k = {config.iw_samples or 1}), "
           f"mean of {args.steps} eager steps after {args.warmup}"
           f"{', subnormals flushed to 0' if args.flush_denormal else ''} | {device} ({hardware(device)}) "
           f"| torch {torch.__version__}")

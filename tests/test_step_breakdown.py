@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,3 +61,13 @@ def test_a_wrapped_part_counts_its_own_time_and_is_put_back_afterwards():
     assert qvae_module.relaxed_log_prior is relaxed_log_prior
     assert "encode" not in vars(model) and "rsample" not in vars(model.smoothing)
     assert vars(model)["decode"] is not None and model.decode.__name__ == "<lambda>"
+
+
+@pytest.mark.parametrize("base, named", [("mean_field_iterations:0", r"mean_field_iterations.*1\.\.100"),
+                                         ("no_such_field:1", "no_such_field")])
+def test_a_bad_base_is_refused_before_any_data_is_read(base, named, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        step_breakdown.main(["--base", base, "--data-dir", str(tmp_path / "absent")])
+    assert exit_info.value.code == 2
+    assert re.search(named, capsys.readouterr().err)
+    assert not (tmp_path / "absent").exists()
