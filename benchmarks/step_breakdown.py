@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     qvae, gauss = rows["boltzmann"], rows["gaussian"]
     given = f" + {args.base}" if args.base else ""
-    print(f"# one training step, preset {args.preset}{given} (batch {config.batch_size}, k = {config.iw_samples or 1}), "
+    k = config.iw_samples or 1
+    print(f"# one training step, preset {args.preset}{given} (batch {config.batch_size}, k = {k}), "
           f"mean of {args.steps} eager steps after {args.warmup}"
           f"{', subnormals flushed to 0' if args.flush_denormal else ''} | {device} ({hardware(device)}) "
           f"| torch {torch.__version__}")
