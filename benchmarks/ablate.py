@@ -33,7 +33,7 @@ from common import hardware
 from qvae.config import Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import final_scores
-from qvae.settings import add_flags, picked_flags
+from qvae.settings import add_flags, parse_field, picked_flags
 from qvae.train import train
 
 # Tried in this order, each on top of what was kept: DVAE#'s objective and optimiser settings, then the
@@ -51,7 +51,7 @@ SHARED = ("epochs", "train_size", "validation_size", "batch_size", "device", "se
 
 
 def parse_changes(text: str) -> dict[str, dict[str, Any]]:
-    """NAME=field:value[,field:value];... into {NAME: {field: value}} (values typed by Config's defaults)."""
+    """NAME=field:value[,field:value];... into {NAME: {field: value}} (each value read as its field's flag reads it)."""
     defaults = Config().to_dict()
     changes: dict[str, dict[str, Any]] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
@@ -61,7 +61,7 @@ def parse_changes(text: str) -> dict[str, dict[str, Any]]:
             field, _, value = assignment.partition(":")
             if field not in defaults:
                 raise ConfigError(f"--changes: unknown config field {field!r} in {item!r}")
-            values[field] = type(defaults[field])(value)
+            values[field] = parse_field(Config, field, value)
         changes[name.strip()] = values
     return changes
 

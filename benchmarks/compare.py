@@ -16,6 +16,9 @@ seconds per epoch, with the device and settings.
 end of the epoch that reaches it; it compares the likelihood presets of the two priors unless --models
 says otherwise, and the table adds the epochs each one got.
 
+--base field:value[,field:value] changes every model's preset the same way (e.g. --base lr:0.003 for 100-epoch
+runs; a field only a Boltzmann prior reads leaves the Gaussian VAE as it is; the flags above win over it).
+
 --models picks some of them (default: all four). --output-dir keeps each model's checkpoints (DIR/<model>/last.pt) and
 DIR/results.json; --evaluate-only DIR recomputes the scores from those checkpoints (so models
 trained on a GPU machine without the Inception weights can get their FID on another machine).
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from ablate import parse_changes
 from common import hardware, load_chosen_model
 
 from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
@@ -72,8 +76,11 @@ def chosen_models(args: argparse.Namespace) -> list[str]:
 
 
 def configs(args: argparse.Namespace) -> dict[str, Config]:
+    """Each chosen model's config: its preset, then --base, then the shared flags, then its prior."""
     shared = picked_flags(args, "cfg_") | {"data_dir": base_config(args).data_dir}
-    return {name: Config.from_preset(SPECS[name][0], **shared, prior=SPECS[name][1]) for name in chosen_models(args)}
+    base = parse_changes(f"base={args.base}")["base"] if args.base else {}
+    return {name: Config.from_preset(SPECS[name][0], **{**base, **shared, "prior": SPECS[name][1]})
+            for name in chosen_models(args)}
 
 
 def settings_from(args: argparse.Namespace) -> ScoreSettings:
@@ -169,6 +176,8 @@ def merged_settings(current: dict[str, Any], previous: dict[str, Any]) -> dict[s
     for switch, keys in groups.items():
         if not current.get(switch) and previous.get(switch):
             merged.update({k: previous[k] for k in keys if k in previous})
+    if previous.get("base"):  # the checkpoints were trained with it
+        merged["base"] = previous["base"]
     return merged
 
 
@@ -210,7 +219,8 @@ def table(report: dict[str, Any]) -> str:
         f"MNIST images (validation {c.get('validation_size', 10000)}, chooses the checkpoint), "
         f"{c['input_dim']}-{c['hidden_dim']}-{c['latent_dim']}, batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}"
         " | presets: " + "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in values.items()) or 'the defaults'}"
-                                    for name, values in PRESETS.items()),
+                                    for name, values in PRESETS.items())
+        + (f" | on top of each preset: {s['base']}" if s.get("base") else ""),
         f"# trained on {first['train_device']} ({first['train_hardware']}); scored: "
         + "; ".join(f"{k} on {v}" for k, v in first.get("scored_on", {}).items())
         + f" | torch {torch.__version__} | python {platform.python_version()}",
@@ -229,7 +239,7 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_flags(parser, Config, "both models (the rest: the seed's config)", prefix="cfg_", only=SHARED)
     add_flags(parser, ScoreSettings, "scores (0 skips one)", prefix="score_")
@@ -237,14 +247,24 @@ def main(argv: list[str] | None = None) -> int:
                         f"{','.join(BUDGET_MODELS)})")
     parser.add_argument("--budget", type=float, help="the same wall time for every model: each trains until the end "
                         "of the epoch that reaches this many seconds (or --epochs)")
+    parser.add_argument("--base", default="", help="field:value[,field:value] on top of every model's preset, e.g. "
+                        "lr:0.003 (a field only a Boltzmann prior reads leaves the Gaussian VAE as it is)")
     parser.add_argument("--output-dir", help="keep checkpoints and results.json here (default: a temporary dir)")
     parser.add_argument("--evaluate-only", metavar="DIR", help="score the checkpoints saved in DIR; no training")
     parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.models = args.models or ",".join(BUDGET_MODELS if args.budget else MODELS)
     try:  # bad settings: one line naming the setting and its range, before any training
-        settings = {**vars(settings_from(args)), "seed": base_config(args).seed, "budget_seconds": args.budget}
-        chosen_models(args)
+        settings = {**vars(settings_from(args)), "seed": base_config(args).seed, "budget_seconds": args.budget,
+                    "base": args.base or None}
+        if args.evaluate_only and args.base:
+            raise ConfigError("--base: --evaluate-only scores checkpoints with the configs they were trained with")
+        configs(args)  # every model's config valid, --base included
         if args.budget is not None and not args.budget > 0:
             raise ConfigError(f"budget must be > 0 seconds, got {args.budget}")
     except ConfigError as err:

@@ -295,6 +295,27 @@ def _unset_if_empty(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def parse_field(cls: type, name: str, text: str) -> Any:
+    """`text` as a value of `cls`'s field `name`, read as that field's flag reads it ("false" is False, "0.5,1" a
+    tuple of floats); a ConfigError naming the field and what it accepts when the text is not such a value.
+    Ranges stay with the dataclass, which checks them when built."""
+    default, rule = declared_defaults(cls)[name], rule_of(cls, name)
+    try:
+        if isinstance(default, bool):
+            value = parse_bool(text)
+            if value is None:
+                raise ValueError(text)
+            return value
+        if rule is not None and rule.kind == "floats":
+            return parse_floats(text)
+        if isinstance(default, tuple):
+            return tuple(int(part) for part in re.split(r"[\s,]+", text.strip()) if part)
+        return type(default)(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        accepted = rule.describe() if rule is not None else f"a {type(default).__name__}"
+        raise ConfigError(f"{name} must be {accepted}; got {text!r}") from None
+
+
 def picked_flags(args: argparse.Namespace, prefix: str) -> dict[str, Any]:
     """The flags with `prefix` that were given, by field name."""
     return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}

@@ -22,6 +22,14 @@ def test_changes_are_typed_by_the_config_and_checked():
         ablate.parse_changes("cos=lr_shedule:cosine")
 
 
+def test_a_value_is_read_as_its_flag_reads_it_and_a_bad_one_names_the_field():
+    assert ablate.parse_changes("eager=cuda_graphs:false") == {"eager": {"cuda_graphs": False}}  # not bool("false")
+    with pytest.raises(ConfigError, match=r"mean_field_iterations must be an integer in 1\.\.100; got 'abc'"):
+        ablate.parse_changes("few=mean_field_iterations:abc")
+    with pytest.raises(ConfigError, match="cuda_graphs must be true or false; got 'maybe'"):
+        ablate.parse_changes("eager=cuda_graphs:maybe")
+
+
 def report_of(base: Config, settings: ScoreSettings) -> dict:
     """An earlier ablation: baseline, a kept change (lr), a dropped one (dist_beta 20), then one on top of lr
     (values none of which the likelihood preset already has)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from qvae.config import Config
+
 REPO = Path(__file__).resolve().parents[1]
 RUN = """
 import sys
@@ -67,3 +69,26 @@ def test_a_budget_gives_both_priors_the_same_wall_time(mnist_dir, tmp_path):
         assert 4 <= model["train_seconds"] < 4 + 3 * model["seconds_per_epoch"] + 5
     assert "epochs trained / training seconds" in proc.stdout and "budget: every model" in proc.stdout
     assert compare("--budget", "0", "--data-dir", str(mnist_dir)).returncode == 2
+
+
+def test_base_changes_every_models_preset_and_a_bad_one_is_refused_before_any_data_is_read(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import compare as module
+
+    args = module.build_parser().parse_args(["--base", "lr:0.003,dist_beta:20,epochs:5", "--epochs", "7",
+                                               "--models", ",".join(module.MODELS)])
+    configs = module.configs(args)
+    assert set(configs) == set(module.MODELS)
+    for name, config in configs.items():
+        preset = "seed" if name.endswith("seed") else "likelihood"
+        assert (config.lr, config.epochs) == (0.003, 7)  # --base on every model; the shared flag wins over it
+        assert config.kl_beta == Config.from_preset(preset).kl_beta  # the rest still the model's preset
+        assert config.dist_beta == 20.0 and config.prior == ("gaussian" if "gaussian" in name else "boltzmann")
+    missing = str(tmp_path / "no-mnist-here")
+    for base, message in [("mean_field_iterations:abc", "mean_field_iterations must be an integer in 1..100"),
+                          ("lr:0", "lr must be a finite number > 0.0"), ("lr_shedule:cosine", "unknown config field")]:
+        proc = compare("--base", base, "--data-dir", missing, "--output-dir", str(tmp_path / "out"))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    proc = compare("--evaluate-only", str(tmp_path), "--base", "lr:0.003")
+    assert proc.returncode == 2 and "--evaluate-only" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,8 +1,11 @@
 """Bad config values fail early, naming the field and the accepted range."""
 
+import re
+
 import pytest
 
 from qvae.config import PRESET_FIELDS, Config, ConfigError
+from qvae.settings import parse_field
 
 
 def test_defaults_are_the_seed():
@@ -235,3 +238,14 @@ def test_a_run_mlflow_run_logged_with_preset_placeholders_can_be_resumed(trackin
     assert check_resume(run.info.run_id, Config.from_preset("likelihood", epochs=30)) == "checkpoints/last.pt"
     with pytest.raises(ConfigError, match="dist_beta: logged 30.0, given 10.0"):  # the preset's, not ''
         check_resume(run.info.run_id, Config(epochs=30))
+
+
+def test_a_fields_text_is_read_as_its_flag_reads_it():
+    assert parse_field(Config, "cuda_graphs", "false") is False and parse_field(Config, "cuda_graphs", "1") is True
+    assert parse_field(Config, "gamma", "0.5") == 0.5 and parse_field(Config, "gamma", "0.5 1") == (0.5, 1.0)
+    assert parse_field(Config, "epochs", "7") == 7 and parse_field(Config, "lr", "3e-3") == 0.003
+    assert parse_field(Config, "lr_schedule", "cosine") == "cosine"  # ranges and choices: the dataclass's check
+    for field, text, accepted in [("epochs", "7.5", "an integer in 1..inf"), ("lr", "fast", "a finite number > 0.0"),
+                                  ("cuda_graphs", "", "true or false"), ("gamma", "0.5 x", "a finite number >= 0.0")]:
+        with pytest.raises(ConfigError, match=re.escape(f"{field} must be {accepted}")):
+            parse_field(Config, field, text)
