@@ -79,6 +79,8 @@ def configs(args: argparse.Namespace) -> dict[str, Config]:
     """Each chosen model's config: its preset, then --base, then the shared flags, then its prior."""
     shared = picked_flags(args, "cfg_") | {"data_dir": base_config(args).data_dir}
     base = parse_changes(f"base={args.base}")["base"] if args.base else {}
+    if "prior" in base:
+        raise ConfigError("--base: the prior is each model's own; choose the models with --models")
     return {name: Config.from_preset(SPECS[name][0], **{**base, **shared, "prior": SPECS[name][1]})
             for name in chosen_models(args)}
 

@@ -86,7 +86,8 @@ def test_base_changes_every_models_preset_and_a_bad_one_is_refused_before_any_da
         assert config.dist_beta == 20.0 and config.prior == ("gaussian" if "gaussian" in name else "boltzmann")
     missing = str(tmp_path / "no-mnist-here")
     for base, message in [("mean_field_iterations:abc", "mean_field_iterations must be an integer in 1..100"),
-                          ("lr:0", "lr must be a finite number > 0.0"), ("lr_shedule:cosine", "unknown config field")]:
+                          ("lr:0", "lr must be a finite number > 0.0"), ("lr_shedule:cosine", "unknown config field"),
+                          ("prior:gaussian", "the prior is each model's own")]:
         proc = compare("--base", base, "--data-dir", missing, "--output-dir", str(tmp_path / "out"))
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     proc = compare("--evaluate-only", str(tmp_path), "--base", "lr:0.003")
