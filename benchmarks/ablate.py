@@ -50,19 +50,25 @@ CHANGES: dict[str, dict[str, Any]] = {
 SHARED = ("epochs", "train_size", "validation_size", "batch_size", "device", "seed", "data_dir")
 
 
-def parse_changes(text: str) -> dict[str, dict[str, Any]]:
-    """NAME=field:value[,field:value];... into {NAME: {field: value}} (each value read as its field's flag reads it)."""
+def parse_assignments(text: str, flag: str = "--base") -> dict[str, Any]:
+    """field:value[,field:value] into {field: value}, each value read as its field's flag reads it; an unknown
+    field is a ConfigError naming `flag`, the option the text came from."""
     defaults = Config().to_dict()
+    values: dict[str, Any] = {}
+    for assignment in text.split(","):
+        field, _, value = assignment.partition(":")
+        if field not in defaults:
+            raise ConfigError(f"{flag}: unknown config field {field!r} in {text!r}")
+        values[field] = parse_field(Config, field, value)
+    return values
+
+
+def parse_changes(text: str) -> dict[str, dict[str, Any]]:
+    """NAME=field:value[,field:value];... into {NAME: {field: value}} (see parse_assignments)."""
     changes: dict[str, dict[str, Any]] = {}
     for item in filter(None, (part.strip() for part in text.split(";"))):
         name, _, assignments = item.partition("=")
-        values: dict[str, Any] = {}
-        for assignment in assignments.split(","):
-            field, _, value = assignment.partition(":")
-            if field not in defaults:
-                raise ConfigError(f"--changes: unknown config field {field!r} in {item!r}")
-            values[field] = parse_field(Config, field, value)
-        changes[name.strip()] = values
+        changes[name.strip()] = parse_assignments(assignments, "--changes")
     return changes
 
 
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             given["data_dir"] = os.environ["QVAE_DATA_DIR"]
         base = Config.from_preset("likelihood", **given)
         if args.base:
-            base = base.replace(**parse_changes(f"base={args.base}")["base"])
+            base = base.replace(**parse_assignments(args.base))
         settings = ScoreSettings(**picked_flags(args, "score_"))
         settings.validate_scores(base.validation_size, "validation")
         if not settings.nll_samples:

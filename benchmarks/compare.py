@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ablate import parse_changes
+from ablate import parse_assignments
 from common import hardware, load_chosen_model
 
 from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
@@ -78,7 +78,7 @@ def chosen_models(args: argparse.Namespace) -> list[str]:
 def configs(args: argparse.Namespace) -> dict[str, Config]:
     """Each chosen model's config: its preset, then --base, then the shared flags, then its prior."""
     shared = picked_flags(args, "cfg_") | {"data_dir": base_config(args).data_dir}
-    base = parse_changes(f"base={args.base}")["base"] if args.base else {}
+    base = parse_assignments(args.base) if args.base else {}
     if "prior" in base:
         raise ConfigError("--base: the prior is each model's own; choose the models with --models")
     return {name: Config.from_preset(SPECS[name][0], **{**base, **shared, "prior": SPECS[name][1]})

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from ablate import parse_changes
+from ablate import parse_assignments
 from common import hardware
 
 import qvae.models.qvae as qvae_module
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.flush_denormal and not torch.set_flush_denormal(True):
         parser.error("--flush-denormal: this CPU cannot flush subnormal floats (it needs SSE3 on x86)")
     try:
-        base = parse_changes(f"base={args.base}")["base"] if args.base else {}
+        base = parse_assignments(args.base) if args.base else {}
         configs = {prior: Config.from_preset(args.preset, **{**base, "prior": prior, "device": args.device,
                                                               "data_dir": args.data_dir}) for prior in PRIORS}
     except ConfigError as error:
