@@ -14,6 +14,8 @@ from typing import Iterator
 
 import torch
 
+from qvae.stopping import raise_if_interrupted
+
 
 def synchronize(device: torch.device | str | None) -> None:
     """Wait for the device's queued work (a no-op on CPUs)."""
@@ -33,10 +35,12 @@ class PhaseTimer:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        raise_if_interrupted()  # phases are safe points to stop at
         synchronize(self.device)
         start = time.perf_counter()
         try:
             yield
+            raise_if_interrupted()
         finally:
             synchronize(self.device)
             self.add(name, time.perf_counter() - start)

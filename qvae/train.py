@@ -30,6 +30,7 @@ from qvae.flops import epoch_flops, peak_flops, utilisation
 from qvae.models.build import Model, build_model
 from qvae.priors.samplers import Sampler
 from qvae.schedule import kl_factor, lr_factor
+from qvae.stopping import raise_if_interrupted
 from qvae.train_step import DIVERGED_LOSS, TrainStep, graphs_available
 
 CHECKPOINT_VERSION = 1
@@ -208,6 +209,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                     lr_now.fill_(lr)
                 else:
                     optimizer.param_groups[0]["lr"] = lr
+            raise_if_interrupted()  # a Ctrl-C or SIGTERM Python swallowed stops the run here
             step.step(xb)
             if index % check_every == 0 or index == steps:
                 _check_healthy(step.healthy(), epoch, index, step.last, config)

@@ -42,6 +42,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm.auto import tqdm
 
 from qvae.data.fetch import fetch_wheel_member, sha256_array, sha256_file
+from qvae.stopping import raise_if_interrupted
 
 __all__ = [
     "CACHE_VERSION",
@@ -193,6 +194,7 @@ class InceptionFeatures(nn.Module):
         images = _as_nchw(images)
         with tqdm(total=len(images), unit="img", desc=desc, disable=not progress, leave=False) as bar:
             for start in range(0, len(images), batch_size):
+                raise_if_interrupted()
                 batch = images[start:start + batch_size]
                 yield {d: f.cpu() for d, f in self(batch).items()}
                 bar.update(len(batch))
