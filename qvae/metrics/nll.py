@@ -44,14 +44,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from qvae import heap
 from qvae.data.mnist import model_inputs
 from qvae.metrics.names import split_name
 from qvae.priors.build import LatentPrior
 from qvae.priors.log_z import check_log_z_method
+from qvae.stopping import raise_if_interrupted
 
 # DVAE#'s protocol (GPU defaults)
 DEFAULT_SAMPLES, DEFAULT_AIS_BETAS, DEFAULT_AIS_CHAINS = 4000, 1000, 1000
 ROWS_PER_CHUNK = 2**14  # images x samples decoded at once (about 150 MB for the default widths)
+RELEASE_EVERY_BATCHES = 16  # freed heap memory back to the OS (qvae/heap.py): 1% of the time (benchmarks/nll_memory.py)
 
 
 @dataclass(frozen=True)
@@ -163,15 +166,19 @@ def quantum_log_weights(model: Any, x: Tensor, k: int, log_z: float, clamped: Cl
 @torch.no_grad()
 def log_likelihoods(model: Any, x: Tensor, samples: int, log_z: float | None,
                     generator: torch.Generator | None = None, progress: bool = False,
-                    clamped: ClampedPathIntegral | None = None) -> Tensor:
-    """Per-image IW estimates of log p(x) (float64, shape (N,)), batched to bound memory."""
+                    clamped: ClampedPathIntegral | None = None, release_every: int = RELEASE_EVERY_BATCHES) -> Tensor:
+    """Per-image IW estimates of log p(x) (float64, shape (N,)), batched to bound memory; every
+    `release_every` batches (0: never) the C heap's freed memory goes back to the OS."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     rows = ROWS_PER_CHUNK if clamped is None else max(1, ROWS_PER_CHUNK // clamped.chains)  # AIS rows per z
     k_chunk = max(1, min(samples, rows))
     batch = max(1, rows // k_chunk)
     out = []
-    for start in tqdm(range(0, len(x), batch), desc="test NLL", disable=not progress, leave=False):
+    for index, start in enumerate(tqdm(range(0, len(x), batch), desc="test NLL", disable=not progress, leave=False)):
+        raise_if_interrupted()
+        if release_every and index % release_every == 0:
+            heap.release_freed_memory()  # else glibc keeps what the batches freed, GBs over a long run
         xb = x[start:start + batch]
         parts = []
         for k0 in range(0, samples, k_chunk):
