@@ -255,22 +255,34 @@ def add_flags(parser: argparse.ArgumentParser, cls: type, title: str, prefix: st
         default = (defaults or {}).get(f.name, declared_defaults(cls)[f.name])
         if isinstance(default, dict):
             continue
+        flag, dest, rule = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}", f.metadata.get(META_KEY)
+        read = text_reader(default, rule)
         if isinstance(default, bool):  # --name true|false (the MLproject passes a value for every flag)
-            group.add_argument(f"--{f.name.replace('_', '-')}", dest=f"{prefix}{f.name}", type=parse_bool, default=None,
-                               metavar="true|false", help=flag_help(f, default))
-            continue
-        flag, dest = f"--{f.name.replace('_', '-')}", f"{prefix}{f.name}"
-        rule = f.metadata.get(META_KEY)
-        if isinstance(default, tuple):
-            group.add_argument(flag, dest=dest, type=int, nargs="*", default=None, help=flag_help(f, default))
+            group.add_argument(flag, dest=dest, type=read, default=None, metavar="true|false",
+                               help=flag_help(f, default))
+        elif isinstance(default, tuple):
+            group.add_argument(flag, dest=dest, type=read, nargs="*", default=None, help=flag_help(f, default))
         elif rule is not None and rule.kind == "floats":  # "0.5", "0.5,1.0,..." or "@file"
-            group.add_argument(flag, dest=dest, type=_unset_if_empty(_floats_flag), default=None,
+            group.add_argument(flag, dest=dest, type=_unset_if_empty(read), default=None,
                                metavar="FLOAT[,FLOAT...]|@FILE", help=flag_help(f, default))
         else:
             empty_is_unset = not isinstance(default, str) or (rule is not None and rule.kind == "choice")
-            group.add_argument(flag, dest=dest, type=_unset_if_empty(type(default)) if empty_is_unset else str,
+            group.add_argument(flag, dest=dest, type=_unset_if_empty(read) if empty_is_unset else str,
                                default=None, required=bool(f.metadata.get("required")),
                                metavar=type(default).__name__.upper(), help=flag_help(f, default))
+
+
+def text_reader(default: Any, rule: Rule | None) -> Callable[[str], Any]:
+    """How a field's flag reads one command-line word: true/false for a bool, `parse_floats` for a
+    `floats` rule, an integer per word of a tuple, else the default's type. `parse_field` reads
+    text the same way, so a value means the same as a flag and in a field:value list."""
+    if isinstance(default, bool):
+        return parse_bool
+    if rule is not None and rule.kind == "floats":
+        return _floats_flag
+    if isinstance(default, tuple):
+        return int
+    return type(default)
 
 
 def parse_bool(text: str) -> bool | None:
@@ -300,17 +312,14 @@ def parse_field(cls: type, name: str, text: str) -> Any:
     tuple of floats); a ConfigError naming the field and what it accepts when the text is not such a value.
     Ranges stay with the dataclass, which checks them when built."""
     default, rule = declared_defaults(cls)[name], rule_of(cls, name)
+    read = text_reader(default, rule)
     try:
-        if isinstance(default, bool):
-            value = parse_bool(text)
-            if value is None:
-                raise ValueError(text)
-            return value
-        if rule is not None and rule.kind == "floats":
-            return parse_floats(text)
-        if isinstance(default, tuple):
-            return tuple(int(part) for part in re.split(r"[\s,]+", text.strip()) if part)
-        return type(default)(text)
+        if isinstance(default, tuple):  # the words its flag takes, in one text
+            return tuple(read(part) for part in re.split(r"[\s,]+", text.strip()) if part)
+        value = read(text)
+        if value is None:  # "" is an unset flag, not a value
+            raise ValueError(text)
+        return value
     except (ValueError, argparse.ArgumentTypeError):
         accepted = rule.describe() if rule is not None else f"a {type(default).__name__}"
         raise ConfigError(f"{name} must be {accepted}; got {text!r}") from None
