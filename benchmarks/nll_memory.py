@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import threading
@@ -26,12 +25,12 @@ import torch
 from common import hardware, load_chosen_model
 
 from qvae.data.mnist import load_mnist_for, model_inputs
+from qvae.heap import resident_bytes
 from qvae.metrics.nll import log_likelihoods, prior_log_z
 
 
 def resident_gb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**30
+    return (resident_bytes() or 0) / 2**30
 
 
 class PeakSampler(threading.Thread):
@@ -88,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         print(json.dumps(measure(args, args.child)))
         return 0
+    if resident_bytes() is None:
+        parser.error("resident memory is read from /proc/self/statm: this benchmark runs on Linux only")
     try:
         settings = [int(s) for s in args.release_every.split(",")]
     except ValueError:

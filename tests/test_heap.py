@@ -7,15 +7,9 @@ import sys
 
 import pytest
 
-from qvae.heap import release_freed_memory
+from qvae.heap import release_freed_memory, resident_bytes
 
 CHUNK, CHUNKS = 100 * 1024, 2000  # 200 MB in chunks below glibc's mmap threshold: they live on the heap
-PAGE = 4096
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE
 
 
 def glibc() -> ctypes.CDLL:
@@ -30,6 +24,7 @@ def glibc() -> ctypes.CDLL:
 def test_freed_heap_memory_that_malloc_keeps_goes_back_to_the_os():
     """The case the NLL loop hit: memory freed below a chunk still in use stays resident until trimmed."""
     libc = glibc()
+    start = resident_bytes()
     chunks = [libc.malloc(CHUNK) for _ in range(CHUNKS)]
     pin = libc.malloc(CHUNK)  # still in use at the heap's top: free() alone cannot shrink the heap
     for chunk in chunks:
@@ -41,6 +36,7 @@ def test_freed_heap_memory_that_malloc_keeps_goes_back_to_the_os():
     assert release_freed_memory()
     released = resident_bytes()
     libc.free(pin)
+    assert before - start > 150 * 2**20, "resident_bytes() did not see 200 MB of touched memory"
     assert kept > before - 50 * 2**20, "glibc returned the memory by itself: this test shows nothing"
     assert kept - released > 150 * 2**20, f"{kept / 2**20:.0f} MB before the trim, {released / 2**20:.0f} after"
 
