@@ -160,6 +160,9 @@ def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         old = previous.get("models", {}).get(name, {})
         for key in ("train_device", "train_hardware", "seconds_per_epoch"):
             record[key] = old.get(key, record[key])
+        for key in ("train_seconds", "epochs_trained"):  # training facts a checkpoint does not hold
+            if key in old:
+                record[key] = old[key]
         # scores skipped now (0) keep their earlier values, e.g. the GPU's NLL when only FID is added here
         record["metrics"] = {**old.get("metrics", {}), **record["metrics"]}
         record["scored_on"] = {**old.get("scored_on", {}), **record["scored_on"]}

@@ -50,7 +50,8 @@ def test_trains_each_preset_and_prior_then_rescores_from_checkpoints(mnist_dir, 
     again = json.loads((tmp_path / "results.json").read_text())
     for name in names:  # same (best-on-validation) checkpoints, settings and seed: the same scores
         assert again["models"][name]["metrics"] == pytest.approx(first["models"][name]["metrics"], rel=1e-5)
-        assert again["models"][name]["seconds_per_epoch"] == first["models"][name]["seconds_per_epoch"]
+        for fact in ("seconds_per_epoch", "train_seconds", "epochs_trained"):  # training facts are kept
+            assert again["models"][name][fact] == first["models"][name][fact], fact
     assert compare("--models", "qvae,vae", *common).returncode == 2  # a one-line error naming the choices
 
 
