@@ -158,10 +158,8 @@ def evaluate_only(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         record = entry(config, state["history"], state.get("best_epoch"), scores, str(device), hardware(device),
                        time.perf_counter() - started)
         old = previous.get("models", {}).get(name, {})
-        for key in ("train_device", "train_hardware", "seconds_per_epoch"):
-            record[key] = old.get(key, record[key])
-        for key in ("train_seconds", "epochs_trained"):  # training facts a checkpoint does not hold
-            if key in old:
+        for key in ("train_device", "train_hardware", "seconds_per_epoch", "train_seconds", "epochs_trained"):
+            if key in old:  # training facts: the training run's, not this rescore's
                 record[key] = old[key]
         # scores skipped now (0) keep their earlier values, e.g. the GPU's NLL when only FID is added here
         record["metrics"] = {**old.get("metrics", {}), **record["metrics"]}
