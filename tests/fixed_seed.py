@@ -25,7 +25,7 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUN_FLAGS = ["--epochs", "2", "--train-size", "5000", "--validation-size", "1000", "--test-size", "1000",
-             "--device", "cpu", "--seed", "0",
+             "--device", "cpu",
              "--tsne-interval", "0", "--tsne-final-points", "0", "--nll-samples", "10", "--nll-images", "100",
              "--nll-ais-chains", "50", "--nll-ais-betas", "50", "--probe-epochs", "2", "--no-progress"]
 FID_FLAGS = ["--fid-samples", "200", "--fid-batch-size", "100"]
@@ -68,8 +68,7 @@ def run_metrics(data_dir: Path, fid: bool = False, seed: int = 0) -> dict[str, f
     """The final metrics of `qvae run` with RUN_FLAGS (and FID on 200 samples if `fid`), at `seed`."""
     with tempfile.TemporaryDirectory(prefix="qvae-fixed-seed-") as tmp:
         store = Path(tmp)
-        flags = [str(seed) if i and RUN_FLAGS[i - 1] == "--seed" else flag for i, flag in enumerate(RUN_FLAGS)]
-        command = [sys.executable, "-m", "qvae", "run", "--data-dir", str(data_dir), *flags,
+        command = [sys.executable, "-m", "qvae", "run", "--data-dir", str(data_dir), *RUN_FLAGS, "--seed", str(seed),
                    *(FID_FLAGS if fid else ["--fid-samples", "0"])]
         done = subprocess.run(command, env=_env(store), cwd=store, capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -123,6 +122,10 @@ def mismatches(got: dict[str, float], expected: dict[str, float], exact: bool) -
     return found
 
 
+def _portable(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith(OWN_PLATFORM_ONLY)}
+
+
 def check(name: str, got: dict[str, float]) -> None:
     """Bit for bit against this platform's recording of `name`; without one, within the tolerance of one."""
     recorded, here = recordings(name), platform()
@@ -130,10 +133,7 @@ def check(name: str, got: dict[str, float]) -> None:
         wrong = mismatches(got, recorded[here], exact=True)
         assert not wrong, f"{name} differs from its recording on this platform ({here}):\n" + "\n".join(wrong)
         return
-    def portable(metrics: dict[str, float]) -> dict[str, float]:
-        return {k: v for k, v in metrics.items() if not k.startswith(OWN_PLATFORM_ONLY)}
-
-    misses = {where: mismatches(portable(got), portable(metrics), exact=False) for where, metrics in recorded.items()}
+    misses = {where: mismatches(_portable(got), _portable(metrics), exact=False) for where, metrics in recorded.items()}
     assert any(not wrong for wrong in misses.values()), (
         f"{name} on {here} (no recording of its own) is not within rel {REL_TOL} / abs {ABS_TOL} of any recording:\n"
         + "\n".join(f"{where}:\n  " + "\n  ".join(wrong) for where, wrong in misses.items()))
@@ -147,12 +147,13 @@ def record(data_dir: Path, names: list[str] | None = None, replace_all: bool = F
     """Record the named fixtures (default: all) on this platform; other platforms' recordings stay unless
     `replace_all` (numbers moved on purpose: every other platform must record again)."""
     FIXTURES.mkdir(exist_ok=True)
+    here = platform()
     for name in names or list(RECORDINGS):
         path = FIXTURES / f"{name}.json"
         recorded = {} if replace_all or not path.exists() else recordings(name)
-        recorded[platform()] = RECORDINGS[name](data_dir)
+        recorded[here] = RECORDINGS[name](data_dir)
         path.write_text(json.dumps({"recordings": recorded}, indent=1) + "\n")
-        print(f"recorded {name} on {platform()}: {len(recorded[platform()])} numbers")
+        print(f"recorded {name} on {here}: {len(recorded[here])} numbers")
 
 
 if __name__ == "__main__":

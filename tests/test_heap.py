@@ -40,7 +40,6 @@ def test_freed_heap_memory_that_malloc_keeps_goes_back_to_the_os():
     assert kept - released > 150 * 2**20, f"{kept / 2**20:.0f} MB before the trim, {released / 2**20:.0f} after"
 
 
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/statm is Linux's")
 def test_resident_bytes_sees_pages_touched_and_unmapped():
     """Against the kernel's own accounting of a fresh anonymous mapping (untouched pages are not resident),
