@@ -1,7 +1,8 @@
 """The tracking server with MLflow's basic authentication, for real: one `mlflow server --app-name
 basic-auth` process (SQLite backend, served artifacts, a random admin password, a separate worker
-user) shared by the module. Anonymous and wrong credentials are refused with HTTP 401; the worker
-logs runs and artifacts; a real `qvae run` as the worker records its password nowhere."""
+user, logins cached for a minute as the guide sets it) shared by the module. Anonymous and wrong
+credentials are refused with HTTP 401, also right after a cached login and a password change; the
+worker logs runs and artifacts; a real `qvae run` as the worker records its password nowhere."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mlflow import MlflowClient
 from tests.servers import (
     CREATE_USER,
     LEGACY_DEFAULT_ADMIN_PASSWORD,
+    UPDATE_PASSWORD,
     BasicAuth,
     Credentials,
     answers,
@@ -83,6 +85,27 @@ def test_wrong_credentials_are_refused(server: AuthServer, who: str):
                    "unknown user": Credentials("nobody", server.auth.worker.password)}[who]
     status, answer = api(server.url, SEARCH_EXPERIMENTS, credentials, {"max_results": 1})
     assert status == 401, answer
+
+
+def test_the_login_cache_lets_no_wrong_or_changed_password_in(server: AuthServer):
+    """The guide turns on MLflow's login cache (`auth_cache_ttl_seconds`). A cached login must not open the
+    door to another password of the same user, and a password the admin changes is refused at once (by the
+    server process that handled the change; the guide says so for the others)."""
+    assert "auth_cache_ttl_seconds = 60" in server.auth.config_path.read_text()
+    old = Credentials("rotated", "rotated-password-one")
+    new = Credentials(old.username, "rotated-password-two")
+    status, answer = api(server.url, CREATE_USER, server.auth.admin, {"username": old.username,
+                                                                        "password": old.password})
+    assert status == 200, answer
+    for _ in range(2):  # the second login is served from the cache
+        assert api(server.url, SEARCH_EXPERIMENTS, old, {"max_results": 1})[0] == 200
+    assert api(server.url, SEARCH_EXPERIMENTS, new, {"max_results": 1})[0] == 401
+
+    status, answer = api(server.url, UPDATE_PASSWORD, server.auth.admin,
+                         {"username": old.username, "password": new.password}, method="PATCH")
+    assert status == 200, answer
+    assert api(server.url, SEARCH_EXPERIMENTS, old, {"max_results": 1})[0] == 401
+    assert api(server.url, SEARCH_EXPERIMENTS, new, {"max_results": 1})[0] == 200
 
 
 def test_the_admin_logs_in_with_its_own_password(server: AuthServer):
