@@ -126,7 +126,7 @@ class BasicAuth:
     worker: Credentials
     default_permission: str = "READ"
     # as the guide sets it (docs/operations.md): a login is checked against its hash once a minute, not on every
-    # request (about 1.3 s of the server's CPU each on a 2-core machine); 0 is MLflow's default, no cache
+    # request (each check made a request take about 1.3 s on a 2-core machine); 0 is MLflow's default, no cache
     auth_cache_ttl_seconds: int = 60
 
     @classmethod
