@@ -14,11 +14,12 @@ import signal
 import sqlite3
 import threading
 
+import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from qvae.tracking.store import store_busy, store_write
+from qvae.tracking.store import end_active_run, store_busy, store_write, tracked_run
 from tests.servers import MLFLOW_BUSY_TIMEOUT_S, hold_write_lock, writable_now
 
 
@@ -27,15 +28,29 @@ def db(tracking_store):
     return tracking_store / "mlflow.db"
 
 
-def test_a_write_outlasts_a_lock_longer_than_mlflows_own_busy_timeout(db, caplog):
+def test_a_write_outlasts_a_lock_longer_than_mlflows_own_busy_timeout_and_ends_the_right_run(db, caplog):
+    """The write is the end of a study's trial: a nested run. mlflow.end_run takes the run off the
+    active-run stack before it writes, so a plain retry would end the parent and leave the trial
+    RUNNING (as CI once saw after a Ctrl-C). The retry ends the trial; the parent goes on."""
     client = MlflowClient()
-    run_id = client.create_run("0").info.run_id
-    holder = hold_write_lock(db, MLFLOW_BUSY_TIMEOUT_S + 5)
-    with caplog.at_level(logging.WARNING, logger="qvae.tracking.store"):
-        store_write(client.set_tag, run_id, "written", "after the lock")
-    holder.wait()
-    assert "store busy" in caplog.text  # MLflow's own attempt failed: the retry did the work
-    assert client.get_run(run_id).data.tags["written"] == "after the lock"
+    with tracked_run(run_name="study") as parent:
+        with caplog.at_level(logging.WARNING, logger="qvae.tracking.store"):
+            with tracked_run(run_name="trial", nested=True) as trial:
+                holder = hold_write_lock(db, MLFLOW_BUSY_TIMEOUT_S + 5)
+        holder.wait()
+        assert "store busy" in caplog.text  # MLflow's own attempt failed: the retry did the work
+        assert client.get_run(trial.info.run_id).info.status == "FINISHED"
+        assert client.get_run(parent.info.run_id).info.status == "RUNNING"
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_a_run_someone_already_ended_is_left_as_it_is(db):
+    """A study a person stopped ends its run KILLED itself; leaving the block must not overwrite that."""
+    with tracked_run(run_name="study") as run:
+        end_active_run(run.info.run_id, "KILLED")
+        assert mlflow.active_run() is None
+    assert MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
 
 
 @pytest.fixture

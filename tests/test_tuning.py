@@ -267,7 +267,9 @@ def test_ctrl_c_still_registers_the_best_finished_trial(store, mnist_dir):
     assert len(study.trials) < 50
     (stopped,) = [t for t in study.trials if t.state == TrialState.FAIL]  # the one running at the Ctrl-C
     assert stopped.user_attrs["fail_reason"].startswith("interrupted")
-    assert MlflowClient().get_run(stopped.user_attrs[RUN_ID_ATTR]).info.status == "KILLED"
+    assert MlflowClient().get_run(stopped.user_attrs[RUN_ID_ATTR]).info.status == "KILLED", output[-3000:]
+    parent = MlflowClient().get_run(stopped.user_attrs[RUN_ID_ATTR]).data.tags["mlflow.parentRunId"]
+    assert MlflowClient().get_run(parent).info.status == "KILLED", output[-3000:]  # the study was stopped
     champion = MlflowClient().get_model_version_by_alias("qvae-interrupted", "champion")
     assert champion.tags["run_id"] == study.best_trial.user_attrs[RUN_ID_ATTR]
 

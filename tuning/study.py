@@ -42,6 +42,7 @@ from qvae.settings import check_fields, setting
 from qvae.tracking.job import DEFAULT_REGISTERED_MODEL, log_new_params
 from qvae.tracking.store import (
     creation_raced,
+    end_active_run,
     file_lock,
     flush_pending_writes,
     mark_model_training,
@@ -354,7 +355,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
         except KeyboardInterrupt:  # the interrupted trial's run has ended (KILLED) on its way out
             log.warning("interrupted: registering the best finished trial so far")
             interrupted = True
-            store_write(mlflow.set_tag, "optuna.interrupted", "true")
+            store_write(mlflow.MlflowClient().set_tag, parent.info.run_id, "optuna.interrupted", "true")
         finally:
             flush_pending_writes()
             study = open_study(settings)
@@ -365,7 +366,7 @@ def run_study(settings: StudySettings, config: Config, space: SearchSpace, optio
                 if registration is not None and test_scores:
                     tag_version_with_scores(registration, test_scores)
         if interrupted:
-            store_write(mlflow.end_run, "KILLED")  # a person stopped the study
+            end_active_run(parent.info.run_id, "KILLED")  # a person stopped the study
     return study
 
 

@@ -184,7 +184,34 @@ def tracked_run(**start_kwargs: Any) -> Iterator[Any]:
         status = "FAILED"
         raise
     finally:
-        store_write(mlflow.end_run, status)
+        end_active_run(run.info.run_id, status)
+
+
+def end_active_run(run_id: str, status: str) -> None:
+    """End run `run_id` with `status` if it is the fluent API's active run (else it has ended already).
+
+    A store write that is safe to retry: `mlflow.end_run` takes the run off the active-run stack
+    *before* it writes the status, so calling it again after the store refused that write would
+    end the run below it (a study's parent run) and leave this one RUNNING for good. Only the
+    write is repeated here.
+    """
+    active = mlflow.active_run()
+    if active is None or active.info.run_id != run_id:
+        return
+    taken_off_the_stack = False
+
+    def end() -> None:
+        nonlocal taken_off_the_stack
+        if not taken_off_the_stack:
+            taken_off_the_stack = True
+            mlflow.end_run(status)
+            return
+        MlflowClient().set_terminated(run_id, status)
+        monitors = getattr(mlflow.tracking.fluent, "run_id_to_system_metrics_monitor", {})
+        if run_id in monitors:  # what mlflow.end_run does after the write it could not make
+            monitors.pop(run_id).finish()
+
+    store_write(end)
 
 
 SYSTEM_METRICS_ENV = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
