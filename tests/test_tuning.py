@@ -167,6 +167,27 @@ def test_champion_loads_and_generates_in_a_fresh_process(first_study):
     assert proc.stdout.strip().splitlines()[-1] == "(3, 784) True True"
 
 
+def test_a_trial_that_fails_unexpectedly_says_why(store, small_data):
+    """Not a divergence or a bad setting: any error fails the trial, and the study and its MLflow run
+    say which (a trial that failed with no reason once left a CI failure unexplained)."""
+    from qvae.tracking.store import tracked_run
+    from tuning.objective import Objective
+
+    narrow = dataclasses.replace(small_data, train_x=small_data.train_x[:, :783])  # the model wants 784 pixels
+    experiment = MlflowClient().create_experiment("a-trial-fails-unexpectedly")
+    study = optuna.create_study()
+    with tracked_run(experiment_id=experiment) as parent:
+        objective = Objective(Config(**BASE), SPACE, OPTIONS, parent.info.run_id, "val_neg_elbo", narrow)
+        with pytest.raises(ValueError, match="expected input_dim=784"):
+            study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"] == "ValueError: data mean has 783 values, expected input_dim=784"
+    run = MlflowClient().get_run(trial.user_attrs[RUN_ID_ATTR])
+    assert run.data.tags["fail_reason"] == trial.user_attrs["fail_reason"]
+    assert run.data.tags["optuna.trial_state"] == "FAIL" and run.info.status == "FAILED"
+
+
 def test_bad_settings_are_refused_before_anything_runs(store):
     with pytest.raises(ConfigError, match="pruner must be one of median, hyperband, none"):
         StudySettings(pruner="asha").validate()

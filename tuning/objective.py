@@ -14,6 +14,7 @@ and the study goes on.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -29,6 +30,7 @@ from qvae.tracking.store import store_write
 from qvae.train import DivergenceError, EpochReport, StopTraining, elbo_key
 from tuning.space import SearchSpace
 
+log = logging.getLogger(__name__)
 OBJECTIVES = ("val_fid", "val_neg_elbo", "val_nll")
 RETIRED_OBJECTIVES = {"fid": "val_fid", "test_nll": "val_nll"}  # they chose on the test images
 PRUNING_QUANTITY = "val_neg_elbo"  # what every trial reports per epoch (what a pruned trial's value is)
@@ -117,6 +119,9 @@ class Objective:
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: Optuna fails the trial; say why (its run ends KILLED)
             trial.set_user_attr("fail_reason", "interrupted (SIGINT or SIGTERM) before the trial finished")
             raise
+        except Exception as err:  # anything else fails the trial too (and stops its worker): say why, where it shows
+            self._record_failure_if_possible(trial, f"{type(err).__name__}: {err}")
+            raise
         if result.stopped_early:
             raise optuna.TrialPruned(f"pruned after epoch {pruning.pruned_at}")
         trial.set_user_attr(MODEL_URI_ATTR, result.model_uri)
@@ -129,6 +134,15 @@ class Objective:
         store_write(client.set_tag, result.run_id, "optuna.objective", self.objective)
         store_write(client.log_metric, result.run_id, "objective", value)
         return value
+
+    @classmethod
+    def _record_failure_if_possible(cls, trial: optuna.Trial, reason: str) -> None:
+        """_record_failure when the stores take it: the error that failed the trial may be theirs,
+        and it, not a second one, is what propagates."""
+        try:
+            cls._record_failure(trial, reason)
+        except Exception as err:  # noqa: BLE001 (reported, then the original error goes on)
+            log.warning("could not record why trial %d failed (%s): %s", trial.number, reason[:200], err)
 
     @staticmethod
     def _record_failure(trial: optuna.Trial, reason: str) -> None:
