@@ -153,7 +153,7 @@ LOG_THE_SAME_DATASETS = """
 import sys
 import mlflow, numpy as np
 from mlflow.data.numpy_dataset import from_numpy
-from qvae.tracking.job import log_input_once
+from qvae.tracking.store import log_input_once
 
 tag, count = sys.argv[1], int(sys.argv[2])
 datasets = [from_numpy(np.full((4, 784), i, dtype=np.uint8), name=f"{tag}-{i}") for i in range(count)]
@@ -169,8 +169,8 @@ print("run", run.info.run_id)
 def test_workers_logging_the_same_datasets_at_once_all_succeed(cluster, monkeypatch):
     """A study's workers start their trials together and log the same MNIST splits. MLflow looks a
     dataset up before it inserts it, so through a server on PostgreSQL all but one of them may hit its
-    unique key (the likely cause of a trial CI once saw fail without a reason). Four processes log the same 12 new datasets at one moment:
-    every one succeeds, and every run holds all 12."""
+    unique key (the likely cause of a trial CI once saw fail without a reason). Four processes log the
+    same 12 new datasets at one moment: every one succeeds, and every run holds all 12."""
     auth, count = cluster["auth"], 12
     for key, value in auth.worker.env().items():
         monkeypatch.setenv(key, value)

@@ -39,9 +39,9 @@ from qvae.priors.build import kl_uniform_method, log_z_method
 from qvae.timing import PhaseTimer
 from qvae.tracking.store import (
     check_resume,
-    creation_raced,
     deferred_interrupts,
     download_checkpoint,
+    log_input_once,
     mark_model_training,
     missing_metric_steps,
     prepare_store,
@@ -121,14 +121,6 @@ def log_dataset(data: MnistData) -> None:
         dataset = from_numpy((x.cpu().numpy() * 255).round().astype(np.uint8), targets=y.cpu().numpy(),
                              source=source, name=f"mnist-{split}")
         log_input_once(dataset, context)
-
-
-def log_input_once(dataset: Any, context: str) -> None:
-    """`mlflow.log_input` on the active run, safe when runs in other processes log the same dataset
-    at the same moment (a study's workers starting their trials): MLflow looks the dataset up, then
-    inserts it, so all but one of them can hit its unique key (measured: 3 of 4 processes through a
-    server on PostgreSQL). The retry finds it and only links it to this run."""
-    store_write(mlflow.log_input, dataset, context=context, retry_if=creation_raced)
 
 
 # ---------------------------------------------------------------- per-epoch logging

@@ -162,6 +162,14 @@ def creation_raced(err: Exception) -> bool:
     return lost_creation_race(err) or store_busy(err)
 
 
+def log_input_once(dataset: Any, context: str) -> None:
+    """`mlflow.log_input` on the active run, safe when runs in other processes log the same dataset
+    at the same moment (a study's workers starting their trials): MLflow looks the dataset up, then
+    inserts it, so all but one of them can hit its unique key (measured: 3 of 4 processes through a
+    server on PostgreSQL). The retry finds it and only links it to this run."""
+    store_write(mlflow.log_input, dataset, context=context, retry_if=creation_raced)
+
+
 def flush_pending_writes() -> None:
     """Wait for MLflow's asynchronous logging queues (MLFLOW_ENABLE_ASYNC_LOGGING) to drain."""
     mlflow.flush_async_logging()
