@@ -7,6 +7,8 @@ slow test and `benchmarks/classifier.py` check.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,15 +121,59 @@ def test_scores_of_known_predictions_match_the_closed_form():
 
 def test_the_cache_is_reused_not_retrained(classifier, mnist, cache_dir: Path):
     (train_x, train_y), (val_x, val_y) = mnist["train"], mnist["validation"]
-    files = list((cache_dir / "digit-classifier").iterdir())
+    files = cache_files(cache_dir)
     assert len(files) == 1 and files[0].suffix == ".pt"
     stamp = files[0].stat().st_mtime_ns
     again = reference_classifier(train_x[:CHEAP_TRAIN_SIZE], train_y[:CHEAP_TRAIN_SIZE], val_x, val_y, cache_dir,
                                  CHEAP, progress=False)
-    assert list((cache_dir / "digit-classifier").iterdir()) == files
+    assert cache_files(cache_dir) == files
     assert files[0].stat().st_mtime_ns == stamp
     first, second = classifier.state_dict(), again.state_dict()
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def cache_files(cache_dir: Path) -> list[Path]:
+    """What the cache folder holds but the lock files that serialise training."""
+    return sorted(p for p in cache_dir.rglob("*") if p.is_file() and p.suffix != ".lock")
+
+
+TRAIN_WHEN_TOLD = """
+import hashlib, logging, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from qvae.data.mnist import load_mnist
+from qvae.metrics.classes import Recipe, reference_classifier
+data = load_mnist(sys.argv[1], train_size=3000, validation_size=500, test_size=10)
+print("ready", flush=True)
+sys.stdin.readline()
+classifier = reference_classifier(data.train_x, data.train_y, data.val_x, data.val_y, sys.argv[2],
+                                  Recipe(epochs=1, min_accuracy=0.0), progress=False)
+print("weights", hashlib.sha256(b"".join(v.numpy().tobytes() for v in classifier.state_dict().values())).hexdigest())
+"""
+
+
+def test_processes_that_need_it_at_once_train_it_once(mnist_dir: Path, tmp_path: Path):
+    """A study's workers on a fresh machine: two processes ask for the same missing classifier at the
+    same moment; one trains it, the other waits and loads the same weights."""
+    processes = [subprocess.Popen([sys.executable, "-c", TRAIN_WHEN_TOLD, str(mnist_dir), str(tmp_path)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for _ in range(2)]
+    for process in processes:  # both past their imports and data loading
+        for line in process.stdout:
+            if line.strip() == "ready":
+                break
+        else:
+            raise AssertionError(f"exited with {process.wait()} before it was ready")
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    together = "".join(outputs)
+    assert together.count("training the reference digit classifier") == 1, together
+    assert together.count("waiting for another process to train") == 1, together
+    weights = {line for output in outputs for line in output.splitlines() if line.startswith("weights ")}
+    assert len(weights) == 1, outputs
+    assert len(cache_files(tmp_path)) == 1
 
 
 def test_another_recipe_or_other_images_get_their_own_cache_file(mnist, tmp_path: Path):
@@ -150,7 +196,7 @@ def test_a_classifier_below_the_bar_is_refused_and_not_cached(mnist, tmp_path: P
     with pytest.raises(RuntimeError, match=r"accuracy of 0\.\d+ on 1000 held-out images, below .* 0\.999"):
         reference_classifier(train_x[:512], train_y[:512], val_x[:1000], val_y[:1000], tmp_path,
                              Recipe(epochs=1, min_accuracy=0.999), progress=False)
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not cache_files(tmp_path)
 
 
 def test_training_is_reproducible_and_leaves_the_global_random_state_alone(mnist):

@@ -37,6 +37,7 @@ def test_the_comparison_is_exact_on_a_recorded_platform_and_tolerant_only_elsewh
 
 
 @pytest.mark.slow
+@pytest.mark.reference_classifier
 def test_the_fixed_seed_run_with_fid_reproduces_its_recorded_numbers(mnist_dir, inception_cache, monkeypatch):
     monkeypatch.setenv("QVAE_CACHE_DIR", str(inception_cache))
     check("fixed_seed_run_fid", run_metrics(mnist_dir, fid=True))

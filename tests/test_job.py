@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.reference_classifier  # the job scores its samples' classes
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
 TINY = dict(epochs=EPOCHS, batch_size=50, hidden_dim=64, latent_dim=16, num_visible=8, num_hidden=8,

@@ -74,6 +74,7 @@ def test_the_cli_refuses_a_model_larger_than_this_machine_in_one_line(capsys, mn
 
 
 @pytest.mark.slow  # Inception on 200 images on a CPU: about a minute (make test PYTEST_ARGS="-m slow")
+@pytest.mark.reference_classifier
 def test_the_estimate_with_fid_covers_a_scored_tracked_run(mnist_dir, inception_cache, tmp_path):
     """`qvae run` with FID (Inception on CPU, class coverage) under a real MLflow store: the estimate
     with its FID and MLflow parts is not below the measured peak (measured: 3.49 GiB estimated, 3.13 GiB)."""

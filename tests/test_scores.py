@@ -59,6 +59,7 @@ def test_gaussian_model_loads_and_generates_per_seed(runs):
     assert images.shape == (4, 1, 28, 28) and torch.equal(gen.generate(4, seed=2), images)
 
 
+@pytest.mark.reference_classifier
 def test_evaluate_command_scores_a_logged_model(runs, mnist_dir, inception_cache, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QVAE_CACHE_DIR", str(inception_cache))
     output = tmp_path / "scores.json"

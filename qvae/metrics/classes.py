@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm import tqdm  # noqa: E402
@@ -184,17 +185,33 @@ def cache_key(train_images: Tensor, train_labels: Tensor, recipe: Recipe) -> str
 def reference_classifier(train_images: Tensor, train_labels: Tensor, held_out_images: Tensor,
                          held_out_labels: Tensor, cache_dir: str | os.PathLike[str], recipe: Recipe = Recipe(),
                          progress: bool = True) -> DigitClassifier:
-    """The cached classifier for these training images and recipe, trained (under two minutes) if missing.
+    """The cached classifier for these training images and recipe, trained (under three minutes) if missing.
 
     Kept in `cache_dir/digit-classifier/<key>.pt`. A newly trained one must reach
     `recipe.min_accuracy` on the held-out images (the validation split: this chooses nothing, so it
-    may see them) or it is refused with a RuntimeError and not cached.
+    may see them) or it is refused with a RuntimeError and not cached. Processes that need it at
+    the same time (a study's workers on a fresh machine) train it once: the others wait for it.
     """
     path = Path(cache_dir) / "digit-classifier" / f"{cache_key(train_images, train_labels, recipe)}.pt"
-    if path.is_file():
-        classifier = DigitClassifier()
-        classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return classifier.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.with_suffix(".lock"))  # stays: unlinking it would race a waiter
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process to train the reference digit classifier (%s)", path)
+        lock.acquire()
+    try:
+        if path.is_file():
+            classifier = DigitClassifier()
+            classifier.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return classifier.eval()
+        return _train_and_cache(train_images, train_labels, held_out_images, held_out_labels, recipe, progress, path)
+    finally:
+        lock.release()
+
+
+def _train_and_cache(train_images: Tensor, train_labels: Tensor, held_out_images: Tensor, held_out_labels: Tensor,
+                     recipe: Recipe, progress: bool, path: Path) -> DigitClassifier:
     log.info("training the reference digit classifier on %d images (to be cached at %s)", len(train_images), path)
     classifier = train_classifier(train_images, train_labels, recipe, progress)
     held_out = accuracy(classifier, held_out_images, held_out_labels)
@@ -203,10 +220,9 @@ def reference_classifier(train_images: Tensor, train_labels: Tensor, held_out_im
                            f"{len(held_out_labels)} held-out images, below the recipe's min_accuracy "
                            f"{recipe.min_accuracy}: not cached")
     log.info("reference digit classifier: held-out accuracy %.4f", held_out)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(classifier.state_dict(), tmp)
-    os.replace(tmp, path)  # atomic: a concurrent reader sees no file or a whole one
+    os.replace(tmp, path)  # atomic: a reader that takes no lock sees no file or a whole one
     return classifier
 
 

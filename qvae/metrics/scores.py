@@ -19,6 +19,8 @@ real images with the decoder's means. How much of each to do is a `ScoreSettings
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -55,18 +57,27 @@ def fid_scores(model: Any, real_x: torch.Tensor, settings: ScoreSettings, progre
     return {k: float(v) for k, v in scores.items()}
 
 
-def class_coverage(generated: torch.Tensor, data: MnistData, cache_dir: str | None = None,
-                   progress: bool = False) -> dict[str, Any]:
-    """`class_entropy`, `class_confidence` and `class_counts` of the generated images, labelled by the
-    reference classifier (classes.py) trained on the standard training split (the first 50 000 images,
-    whatever the run's own sizes) and checked on the validation split; cached after the first use."""
-    from qvae.data.mnist import load_mnist
-    from qvae.metrics.classes import class_scores, reference_classifier
+def standard_classifier(mnist_root: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+                        progress: bool = False, expected_md5: Mapping[str, str] | None = None) -> torch.nn.Module:
+    """The reference classifier (classes.py) that labels generated digits: trained on the standard
+    training split (the first 50 000 images, whatever a run's own sizes) and checked on the validation
+    split; cached after the first use."""
+    from qvae.data.mnist import RAW_MD5, load_mnist
+    from qvae.metrics.classes import reference_classifier
     from qvae.metrics.fid import default_cache_dir
 
-    full = load_mnist(data.source.raw_dir.parents[1], sources=("local",), expected_md5=data.source.md5)
-    classifier = reference_classifier(full.train_x, full.train_y, full.val_x, full.val_y,
-                                      cache_dir or default_cache_dir(), progress=progress)
+    full = load_mnist(mnist_root, sources=("local",), expected_md5=expected_md5 or RAW_MD5)
+    return reference_classifier(full.train_x, full.train_y, full.val_x, full.val_y,
+                                cache_dir or default_cache_dir(), progress=progress)
+
+
+def class_coverage(generated: torch.Tensor, data: MnistData, cache_dir: str | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """`class_entropy`, `class_confidence` and `class_counts` of the generated images, labelled by
+    the standard reference classifier."""
+    from qvae.metrics.classes import class_scores
+
+    classifier = standard_classifier(data.source.raw_dir.parents[1], cache_dir, progress, data.source.md5)
     return class_scores(classifier, generated.reshape(len(generated), -1).cpu())
 
 
