@@ -98,7 +98,15 @@ def run_cli(env, *args):
                           text=True, timeout=300)
 
 
-def test_cli_writes_grid_npy_and_folder_and_is_reproducible_across_processes(registry, tmp_path):
+def generate_here(*args: str) -> int:
+    """`qvae generate ARGS` in this process (its exit code): the command's own code, without another
+    process's start-up (seconds of imports on CI's cores), which only the reproducibility test needs."""
+    from qvae.cli import build_parser, cmd_generate
+
+    return cmd_generate(build_parser().parse_args(["generate", *args]))
+
+
+def test_cli_writes_npy_reproducibly_across_processes(registry, tmp_path):
     _, _, env = registry
     for name in ("a.npy", "b.npy"):
         proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "9", "--seed", "4",
@@ -107,25 +115,25 @@ def test_cli_writes_grid_npy_and_folder_and_is_reproducible_across_processes(reg
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     assert a.shape == (9, 1, 28, 28) and np.array_equal(a, b)
     assert np.allclose(a, qvae.load_generator("models:/qvae-mnist@champion").generate(9, seed=4).numpy(), atol=1e-6)
-    proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "9", "--output",
-                   str(tmp_path / "grid.png"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_cli_writes_a_grid_or_a_folder_of_pngs(registry, tmp_path):
+    assert generate_here("--model", "models:/qvae-mnist@champion", "--num-images", "9", "--output",
+                         str(tmp_path / "grid.png")) == 0
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == (2 * (3 * 30 + 2),) * 2
-    proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "3", "--output",
-                   str(tmp_path / "folder"))
-    assert proc.returncode == 0 and sorted(p.name for p in (tmp_path / "folder").iterdir()) == [
-        "00000.png", "00001.png", "00002.png"]
+    assert generate_here("--model", "models:/qvae-mnist@champion", "--num-images", "3", "--output",
+                         str(tmp_path / "folder")) == 0
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["00000.png", "00001.png", "00002.png"]
     with Image.open(tmp_path / "folder" / "00000.png") as one:
         assert one.size == (28, 28)
 
 
-def test_cli_errors_exit_nonzero_with_the_reason(registry):
-    _, _, env = registry
-    proc = run_cli(env, "--model", "models:/nope@champion")
-    assert proc.returncode == 2 and "registered models: qvae-mnist" in proc.stderr
-    proc = run_cli(env, "--model", "models:/qvae-mnist@champion", "--num-images", "-3")
-    assert proc.returncode == 2 and "number of images must be an integer in 1.." in proc.stderr
+def test_cli_errors_exit_nonzero_with_the_reason(registry, capsys):
+    assert generate_here("--model", "models:/nope@champion") == 2
+    assert "registered models: qvae-mnist" in capsys.readouterr().err
+    assert generate_here("--model", "models:/qvae-mnist@champion", "--num-images", "-3") == 2
+    assert "number of images must be an integer in 1.." in capsys.readouterr().err
 
 
 def free_port() -> int:
