@@ -101,6 +101,10 @@ class Config:
     lr: float = setting(1e-3, "Adam learning rate", low=0.0, low_open=True)
     lr_schedule: str = setting("constant", "the learning rate over the run: constant, or cosine (a half cosine "
                                "from lr at the first step towards 0 at the last of `epochs`)", choices=LR_SCHEDULES)
+    weight_average: float = setting(0.0, "decay d of an exponential moving average of the weights, updated after "
+                                    "each step; validation, the best checkpoint, the scores and generation use the "
+                                    "average (0.999 averages over about the last 1 000 steps)", low=0.0,
+                                    low_open=True, high=0.99999, zero="off: the weights as trained")
     seed: int = setting(0, "seed of every random stream (data order, noise, sampler chains)", low=0)
     device: str = setting("auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES, prefixes=("cuda:",))
     cuda_graphs: bool = setting(True, "on CUDA, replay each training step as a captured CUDA graph (false: eager "

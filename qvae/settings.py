@@ -56,7 +56,8 @@ class Rule:
         elif self.kind == "int":
             text = f"an integer in {self.low}..{upper}"
         elif self.kind == "float":
-            text = f"a finite number {'>' if self.low_open else '>='} {self.low}"
+            text = (f"{f'0 ({self.zero}) or ' if self.zero else ''}a finite number {'>' if self.low_open else '>='} "
+                    f"{self.low}{'' if high is None else f' and <= {upper}'}")
         elif self.kind == "floats":
             text = (f"a finite number {'>' if self.low_open else '>='} {self.low}, or a list of them "
                     f"(comma- or space-separated, or @FILE)")
@@ -80,7 +81,8 @@ class Rule:
         if self.kind == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 return False
-            return value > self.low if self.low_open else value >= self.low
+            inside = (value > self.low if self.low_open else value >= self.low) and (high is None or value <= high)
+            return inside or bool(self.zero and value == 0)
         if self.kind == "floats":
             return _first_refused(self, value) is None
         if self.kind == "choice":

@@ -2,7 +2,8 @@
 
 Everything that chooses reads the validation split only: the per-epoch `val_*` terms and the best
 checkpoint (highest validation ELBO), whose weights `TrainResult.best_state` keeps for the final
-scores. The validation pass leaves the training sampler's chains and random state untouched.
+scores. The validation pass leaves the training sampler's chains and random state untouched. With
+`weight_average` > 0 what is judged (validation, best checkpoint, callbacks) is the weights' moving average.
 
 One readable loop (nanoGPT style). Everything that makes a run resumable bit-for-bit on the
 same device lives in the checkpoint: model, optimiser, sampler chains and every random state.
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -24,6 +26,7 @@ from typing import Any, Iterable, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from qvae.averaging import WeightAverage
 from qvae.config import Config, ConfigError
 from qvae.data.mnist import MnistData, batches, model_inputs, num_batches, train_mean
 from qvae.flops import epoch_flops, peak_flops, utilisation
@@ -158,6 +161,9 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
     lr_now = torch.tensor(config.lr, device=device) if scheduled and fused else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr if lr_now is None else lr_now, fused=fused,
                                  capturable=device.type == "cuda")
+    # validation, the best checkpoint and everything after training judge the weights' moving average, if kept
+    average = WeightAverage(model, config.weight_average) if config.weight_average else None
+    judged = average.swapped_in if average is not None else nullcontext
     shuffle_rng = torch.Generator(device=device).manual_seed(config.seed)
     noise_rng = torch.Generator(device=device).manual_seed(config.seed + 1)
     eval_rng = torch.Generator(device=device).manual_seed(config.seed + 2)
@@ -177,6 +183,8 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
             optimizer.param_groups[0]["lr"] = lr_now
         if sampler is not None:
             sampler.load_state_dict(state["sampler"])
+        if average is not None:
+            average.load_state_dict(state["weight_average"])
         for rng, key in ((shuffle_rng, "shuffle_rng"), (noise_rng, "noise_rng"), (eval_rng, "eval_rng")):
             rng.set_state(state[key])
         history, best_elbo, best_epoch = state["history"], state["best_elbo"], state["best_epoch"]
@@ -211,22 +219,35 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                     optimizer.param_groups[0]["lr"] = lr
             raise_if_interrupted()  # a Ctrl-C or SIGTERM Python swallowed stops the run here
             step.step(xb)
+            if average is not None:
+                average.update()
             if index % check_every == 0 or index == steps:
                 _check_healthy(step.healthy(), epoch, index, step.last, config)
         train_terms = step.epoch_terms(len(train_x))
         if not all(math.isfinite(v) for v in train_terms.values()):
             raise DivergenceError(f"epoch {epoch}: non-finite training terms {train_terms}")
 
-        val_terms = evaluate(model, sampler, val_x, config.batch_size, eval_rng)
         metrics: dict[str, float] = {}
-        if config.log_z_betas and prior.needs_log_z:  # a Gaussian KL is already exact
-            log_z, log_z_err, _ = prior.log_z(config.log_z_chains, config.log_z_betas, eval_rng)
-            train_terms = prior.complete_with_log_z(train_terms, log_z)  # kl/elbo, or kl_upper_bound/q_elbo
-            val_terms = prior.complete_with_log_z(val_terms, log_z)
-            metrics.update(log_z=log_z, log_z_stderr=log_z_err)
-            kl_uniform = prior.kl_to_uniform(log_z, eval_rng)  # is the prior learning at all?
-            if kl_uniform is not None:
-                metrics["prior_kl_uniform"] = kl_uniform
+        log_z = None
+        with judged():
+            val_terms = evaluate(model, sampler, val_x, config.batch_size, eval_rng)
+            if config.log_z_betas and prior.needs_log_z:  # a Gaussian KL is already exact
+                log_z, log_z_err, _ = prior.log_z(config.log_z_chains, config.log_z_betas, eval_rng)
+                val_terms = prior.complete_with_log_z(val_terms, log_z)  # kl/elbo, or kl_upper_bound/q_elbo
+                metrics.update(log_z=log_z, log_z_stderr=log_z_err)
+                kl_uniform = prior.kl_to_uniform(log_z, eval_rng)  # is the prior learning at all?
+                if kl_uniform is not None:
+                    metrics["prior_kl_uniform"] = kl_uniform
+            score = val_terms[elbo_key(val_terms)]
+            is_best = score > best_elbo
+            if is_best:
+                best_elbo, best_epoch = score, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if log_z is not None:
+            if average is not None:  # the training terms are the trained weights' own: so is their log Z
+                log_z = prior.log_z(config.log_z_chains, config.log_z_betas, eval_rng)[0]
+                metrics["train_log_z"] = log_z
+            train_terms = prior.complete_with_log_z(train_terms, log_z)
         metrics.update(train_terms)
         metrics.update({f"val_{k}": v for k, v in val_terms.items()})
         metrics["epoch_seconds"] = time.perf_counter() - started
@@ -234,12 +255,6 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
         if used is not None:
             metrics["flops_utilisation"] = used
         history.append(metrics)
-
-        score = metrics[elbo_key(metrics, "val_")]
-        is_best = score > best_elbo
-        if is_best:
-            best_elbo, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.best_epoch, result.best_state = best_epoch, best_state
         checkpoint = None
         if ckpt_dir is not None:
@@ -247,6 +262,7 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                 "version": CHECKPOINT_VERSION, "epoch": epoch, "config": config.to_dict(),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "sampler": sampler.state_dict() if sampler is not None else None,
+                "weight_average": average.state_dict() if average is not None else None,
                 "shuffle_rng": shuffle_rng.get_state(), "noise_rng": noise_rng.get_state(),
                 "eval_rng": eval_rng.get_state(),
                 "history": history, "best_elbo": best_elbo, "best_epoch": best_epoch, "best_model": best_state,
@@ -259,8 +275,9 @@ def train(config: Config, data: MnistData, *, checkpoint_dir: str | os.PathLike[
                 save_checkpoint(state, ckpt_dir / BEST_CHECKPOINT)
         tqdm.write(_summary_line(epoch, config.epochs, metrics))
         try:
-            for callback in callbacks:
-                callback.on_epoch_end(EpochReport(epoch, metrics, model, checkpoint, is_best))
+            with judged():  # pictures and pruning see the weights validation judged
+                for callback in callbacks:
+                    callback.on_epoch_end(EpochReport(epoch, metrics, model, checkpoint, is_best))
         except StopTraining:
             result.stopped_early = True
             break
