@@ -38,19 +38,23 @@ class WeightAverage:
     def update(self) -> None:
         """Move the average towards the current weights (after each optimiser step)."""
         self.updates += 1
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay_at(self.decay, self.updates))
+        weight = 1.0 - decay_at(self.decay, self.updates)
+        for average, param in zip(self.average, self.params):
+            average.lerp_(param, weight)
 
     @contextmanager
     def swapped_in(self) -> Iterator[None]:
         """The model holds the averaged weights inside the block and its own ones again after it (exactly)."""
         with torch.no_grad():
             own = [p.detach().clone() for p in self.params]
-            torch._foreach_copy_([p.data for p in self.params], self.average)
+            for param, average in zip(self.params, self.average):
+                param.copy_(average)
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_([p.data for p in self.params], own)
+                for param, saved in zip(self.params, own):
+                    param.copy_(saved)
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "updates": self.updates, "average": dict(zip(self.names, self.average))}
