@@ -20,7 +20,10 @@ says otherwise, and the table adds the epochs each one got.
 runs; a field only a Boltzmann prior reads leaves the Gaussian VAE as it is; the flags above win over it).
 
 --models picks some of them (default: all four). --output-dir keeps each model's checkpoints (DIR/<model>/last.pt) and
-DIR/results.json; --evaluate-only DIR recomputes the scores from those checkpoints (so models
+DIR/results.json (rewritten as each model is scored); --resume continues an interrupted comparison in that DIR with the
+same flags: a model already scored there with the same config and settings is kept, one with a checkpoint continues
+from it (bit for bit, as if never stopped; a --budget counts the epochs already trained), the rest train from the
+start. --evaluate-only DIR recomputes the scores from those checkpoints (so models
 trained on a GPU machine without the Inception weights can get their FID on another machine).
 The flags are the declared settings (qvae.config): the Config fields both models share, and the
 ScoreSettings (with their defaults: the test NLL and the latent probe are off unless asked for, as
@@ -49,7 +52,7 @@ from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
 from qvae.metrics.scores import final_scores, score_details
 from qvae.settings import add_flags, picked_flags
-from qvae.train import LAST_CHECKPOINT, StopTraining, chosen_metrics, resolve_device, train
+from qvae.train import LAST_CHECKPOINT, StopTraining, chosen_metrics, load_resumable, resolve_device, train
 
 MODELS = {"qvae-seed": "QVAE, seed preset", "gaussian-seed": "Gaussian, seed preset",
           "qvae-likelihood": "QVAE, likelihood", "gaussian-likelihood": "Gaussian, likelihood"}
@@ -93,36 +96,97 @@ def settings_from(args: argparse.Namespace) -> ScoreSettings:
 
 
 class Budget:
-    """Stops training at the end of the first epoch that reaches `seconds` of wall time (None: never)."""
+    """Stops training at the end of the first epoch that reaches `seconds` of wall time (None: never), counting
+    `spent` seconds already trained (a resumed run's earlier epochs)."""
 
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds, self.started = seconds, time.perf_counter()
+    def __init__(self, seconds: float | None, spent: float = 0.0) -> None:
+        self.seconds, self.spent, self.started = seconds, spent, time.perf_counter()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self.spent + time.perf_counter() - self.started
+
+    def exhausted(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
 
     def on_epoch_end(self, report: Any) -> None:
-        if self.seconds is not None and self.elapsed() >= self.seconds:
+        if self.exhausted():
             raise StopTraining
 
 
-def train_and_score(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def kept_record(previous: dict[str, Any], settings: dict[str, Any], name: str, config: Config) -> dict[str, Any] | None:
+    """`name`'s record in DIR's earlier report when it was trained with exactly `config` and scored with exactly
+    `settings` (then resuming has nothing left to do for it), else None."""
+    record = previous.get("models", {}).get(name)
+    if record is None or previous.get("settings") != settings:
+        return None
+    return record if record["config"] == json.loads(json.dumps(config.to_dict())) else None
+
+
+def check_resumable(args: argparse.Namespace, out: Path) -> None:
+    """--resume: every checkpoint in `out` continues (or, trained to its end, is scored) with the config the flags
+    give; else a ConfigError naming the fields, before any training."""
+    for name, config in configs(args).items():
+        path = out / name / LAST_CHECKPOINT
+        if not path.exists():
+            continue
+        state, used = load_resumable(path)
+        if state["epoch"] < config.epochs:
+            config.check_resumable(state["config"], state["epoch"], str(used))
+            continue
+        # trained to its end: only the scores are missing, and they must be the scores of these flags' model
+        differ = config.resume_mismatches(state["config"]) + (
+            ["epochs"] if int(state["config"]["epochs"]) != config.epochs else [])
+        if differ:
+            detail = ", ".join(f"{k}: saved {state['config'].get(k)}, given {getattr(config, k)}" for k in differ)
+            raise ConfigError(f"--resume: {used} finished training with another config; {detail}")
+
+
+def train_and_score(args: argparse.Namespace, out: Path, report_settings: dict[str, Any]) -> dict[str, Any]:
+    """Train and score each model, writing DIR/results.json after each one; with --resume, what DIR already holds
+    is kept or continued (see the module's docstring)."""
     settings = settings_from(args)
+    previous = json.loads((out / "results.json").read_text()) if args.resume and (out / "results.json").exists() \
+        else {}
     results: dict[str, Any] = {}
     data = None
     for name, config in configs(args).items():
+        kept = kept_record(previous, report_settings, name, config) if args.resume else None
+        if kept is not None:
+            print(f"{MODELS[name]}: trained and scored in {out} already, kept", file=sys.stderr)
+            results[name] = kept
+            continue
         data = load_mnist_for(config) if data is None else data
-        limit = f" or {args.budget:.0f} s" if args.budget else ""
-        print(f"training {MODELS[name]} for {config.epochs} epochs{limit} ...", file=sys.stderr)
-        budget = Budget(args.budget)
-        trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress, callbacks=[budget])
-        train_seconds = budget.elapsed()
+        checkpoint = out / name / LAST_CHECKPOINT
+        state, used = load_resumable(checkpoint) if args.resume and checkpoint.exists() else (None, None)
+        budget = Budget(args.budget, sum(h["epoch_seconds"] for h in state["history"]) if state else 0.0)
+        if state is not None and (state["epoch"] >= config.epochs or budget.exhausted()):
+            print(f"{MODELS[name]}: trained in {out} already (epoch {state['epoch']}), scoring it", file=sys.stderr)
+            model, _, _ = load_chosen_model(used, resolve_device(config.device), config.data_dir)
+            device, history, best_epoch = str(next(model.parameters()).device), state["history"], state["best_epoch"]
+        else:
+            limit = f" or {args.budget:.0f} s" if args.budget else ""
+            start = f", continuing {used} after epoch {state['epoch']}" if state else ""
+            print(f"training {MODELS[name]} for {config.epochs} epochs{limit}{start} ...", file=sys.stderr)
+            trained = train(config, data, checkpoint_dir=out / name, progress=not args.no_progress, callbacks=[budget],
+                            resume_from=used)
+            model, device, history, best_epoch = trained.best_model(), trained.device, trained.history, \
+                trained.best_epoch
+        train_seconds = budget.elapsed() if state is None or len(history) > len(state["history"]) else budget.spent
         started = time.perf_counter()
-        scores = final_scores(trained.best_model(), data, settings, seed=config.seed, progress=not args.no_progress)
-        results[name] = entry(config, trained.history, trained.best_epoch, scores, str(trained.device), hardware(
-            torch.device(trained.device)), time.perf_counter() - started)
-        results[name].update(train_seconds=train_seconds, epochs_trained=len(trained.history))
+        scores = final_scores(model, data, settings, seed=config.seed, progress=not args.no_progress)
+        results[name] = entry(config, history, best_epoch, scores, device, hardware(torch.device(device)),
+                              time.perf_counter() - started)
+        results[name].update(train_seconds=train_seconds, epochs_trained=len(history))
+        write_report(out, {"settings": report_settings, "models": results})  # a restart keeps the models done
     return results
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """DIR/results.json, replaced whole (a kill mid-write leaves the previous one)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out / "results.json")
 
 
 def entry(config: Config, history: list[dict[str, float]], best_epoch: int | None, scores: dict[str, Any],
@@ -254,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "lr:0.003 (a field only a Boltzmann prior reads leaves the Gaussian VAE as it is)")
     parser.add_argument("--output-dir", help="keep checkpoints and results.json here (default: a temporary dir)")
     parser.add_argument("--evaluate-only", metavar="DIR", help="score the checkpoints saved in DIR; no training")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --output-dir "
+                        "(same flags): keep the models scored there, continue the checkpoints, train the rest")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -270,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         configs(args)  # every model's config valid, --base included
         if args.budget is not None and not args.budget > 0:
             raise ConfigError(f"budget must be > 0 seconds, got {args.budget}")
+        if args.resume and (args.evaluate_only or not args.output_dir):
+            raise ConfigError("--resume continues the comparison in --output-dir DIR (and trains: not with "
+                              "--evaluate-only)")
+        if args.resume:
+            check_resumable(args, Path(args.output_dir))
     except ConfigError as err:
         parser.error(str(err))
     if args.evaluate_only:
@@ -280,13 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = merged_settings(settings, json.loads(previous.read_text()).get("settings", {}))
     else:
         out = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="qvae-compare-"))
-        models = train_and_score(args, out)
+        models = train_and_score(args, out, settings)
     report = {"settings": settings, "models": models}
     if not models:
         print(f"no checkpoints found under {out}", file=sys.stderr)
         return 1
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    write_report(out, report)
     print(table(report))
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
     return 0

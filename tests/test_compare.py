@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from qvae.config import Config
+from qvae.train import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = """
@@ -72,6 +74,46 @@ def test_a_budget_gives_both_priors_the_same_wall_time(mnist_dir, tmp_path):
     assert compare("--budget", "0", "--data-dir", str(mnist_dir)).returncode == 2
 
 
+@pytest.mark.slow
+def test_a_comparison_killed_mid_training_resumes_to_the_uninterrupted_result(mnist_dir, tmp_path):
+    flags = ["--models", "qvae-likelihood,gaussian-likelihood", "--epochs", "4", "--train-size", "1024",
+             "--validation-size", "200", "--test-size", "200", "--data-dir", str(mnist_dir), "--device", "cpu",
+             "--fid-samples", "0", "--nll-samples", "5", "--nll-images", "50", "--nll-ais-chains", "50",
+             "--nll-ais-betas", "50", "--no-progress"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert compare(*flags, "--output-dir", str(whole)).returncode == 0
+    # the same comparison, killed (no chance to clean up) as soon as the QVAE's first epoch is on disk
+    code = RUN.format(bench=str(REPO / "benchmarks"))
+    proc = subprocess.Popen([sys.executable, "-c", code, *flags, "--output-dir", str(killed)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed / "qvae-likelihood" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert checkpoint.exists() and not (killed / "gaussian-likelihood").exists()
+    before = load_checkpoint(checkpoint)["history"]
+
+    resumed = compare(*flags, "--output-dir", str(killed), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # the epochs trained before the kill were kept, not trained again: their wall times are the killed run's
+    assert load_checkpoint(checkpoint)["history"][:len(before)] == before
+    expected, got = (json.loads((d / "results.json").read_text())["models"] for d in (whole, killed))
+    for name in expected:  # bit-for-bit resume: the scores and every epoch's metrics of the uninterrupted run
+        assert got[name]["metrics"] == pytest.approx(expected[name]["metrics"], rel=1e-6), name
+        assert (got[name]["best_epoch"], got[name]["epochs_trained"]) == (expected[name]["best_epoch"], 4)
+        assert {k: v for k, v in got[name]["chosen_epoch"].items() if "seconds" not in k and "utilisation" not in k} \
+            == pytest.approx({k: v for k, v in expected[name]["chosen_epoch"].items()
+                              if "seconds" not in k and "utilisation" not in k}, rel=1e-6), name
+
+    again = compare(*flags, "--output-dir", str(killed), "--resume")  # nothing left to do: both kept as they are
+    assert again.returncode == 0 and again.stderr.count("already, kept") == 2, again.stderr[-3000:]
+    assert json.loads((killed / "results.json").read_text())["models"] == got
+    changed = compare(*flags[:-1], "--output-dir", str(killed), "--resume", "--base", "lr:0.001")
+    assert changed.returncode == 2 and "lr: saved 0.006, given 0.001" in changed.stderr, changed.stderr[-2000:]
+
+
 def test_base_changes_every_models_preset_and_a_bad_one_is_refused_before_any_data_is_read(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
     import compare as module
@@ -93,4 +135,8 @@ def test_base_changes_every_models_preset_and_a_bad_one_is_refused_before_any_da
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     proc = compare("--evaluate-only", str(tmp_path), "--base", "lr:0.003")
     assert proc.returncode == 2 and "--evaluate-only" in proc.stderr
+    for flags in (["--resume"], ["--resume", "--evaluate-only", str(tmp_path), "--output-dir", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exited:  # in this process: the parser's error, before any data is read
+            module.main([*flags, "--data-dir", missing])
+        assert exited.value.code == 2
     assert not (tmp_path / "out").exists()
