@@ -12,7 +12,7 @@ once on the test split against the Gaussian VAE.
 `--changes` lists the changes in order as NAME=field:value[,field:value] (default: CHANGES below).
 Prints one row per change (validation NLL +- stderr, val ELBO at the chosen epoch, val FID, class
 entropy of the samples, seconds per epoch, kept or not) with the machine and settings; writes
-DIR/results.json.
+DIR/results.json after each row ("complete": false until the last), so a killed ablation keeps the rows it scored.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,10 @@ def reused_baseline(base: Config, settings: ScoreSettings, path: Path) -> dict[s
 
 
 def run(base: Config, changes: dict[str, dict[str, Any]], settings: ScoreSettings, margin: float,
-        progress: bool, reuse: Path | None = None) -> list[dict[str, Any]]:
+        progress: bool, reuse: Path | None = None,
+        on_row: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
+    """The baseline's row, then one row per change (each on top of the changes kept before it); `on_row` gets
+    the rows so far after each one."""
     rows = []
     kept: dict[str, Any] = {}
     best = reused_baseline(base, settings, reuse) if reuse is not None else None
@@ -134,6 +138,7 @@ def run(base: Config, changes: dict[str, dict[str, Any]], settings: ScoreSetting
         name = f"baseline (scores of {best['change']!r} in {reuse.parent.name})"
         best = {k: v for k, v in best.items() if k not in ("change", "values", "kept")}
     rows.append({"change": name, "values": {}, "kept": True, **best})
+    on_row(rows)
     for name, change in changes.items():
         values = resolved(change, base.epochs)
         print(f"training + {name} {values} ...", file=sys.stderr)
@@ -143,6 +148,7 @@ def run(base: Config, changes: dict[str, dict[str, Any]], settings: ScoreSetting
             kept.update(values)
             best = result
         rows.append({"change": name, "values": values, "kept": better, **result})
+        on_row(rows)
     return rows
 
 
@@ -204,13 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         parser.error(str(err))
     started = time.perf_counter()
-    rows = run(base, changes, settings, args.margin, progress=not args.no_progress, reuse=args.reuse_baseline)
     out = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="qvae-ablate-"))
     out.mkdir(parents=True, exist_ok=True)
-    hw = hardware(torch.device(rows[0]["device"]))
-    report = {"base": base.to_dict(), "settings": vars(settings), "rows": rows, "hardware": hw,
-              "seconds": time.perf_counter() - started}
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+
+    def write(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """DIR/results.json with the rows so far, replaced whole (a kill mid-write leaves the previous one)."""
+        report = {"base": base.to_dict(), "settings": vars(settings), "rows": rows,
+                  "hardware": hardware(torch.device(rows[0]["device"])), "seconds": time.perf_counter() - started,
+                  "complete": len(rows) == len(changes) + 1}
+        (out / "results.json.tmp").write_text(json.dumps(report, indent=2))
+        os.replace(out / "results.json.tmp", out / "results.json")
+        return report
+
+    rows = run(base, changes, settings, args.margin, progress=not args.no_progress, reuse=args.reuse_baseline,
+               on_row=write)
+    report = write(rows)
+    hw = report["hardware"]
     print(table(rows, base, settings, hw))
     print(f"wrote {out / 'results.json'} ({report['seconds']:.0f} s)", file=sys.stderr)
     return 0

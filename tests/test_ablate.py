@@ -1,9 +1,11 @@
-"""benchmarks/ablate.py's bookkeeping: typed changes, and which earlier row a baseline may reuse."""
+"""benchmarks/ablate.py's bookkeeping: typed changes, which earlier row a baseline reuses, a report kept by row."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,26 @@ def test_a_field_an_earlier_report_predates_counts_as_its_default(tmp_path):
     path.write_text(json.dumps(report))
     assert ablate.reused_baseline(base, settings, path)["val_nll"] == 101.0
     assert ablate.reused_baseline(base.replace(kl_warmup_epochs=1), settings, path) is None
+
+
+@pytest.mark.slow
+def test_results_are_written_after_every_row_so_a_killed_ablation_keeps_them(mnist_dir, tmp_path):
+    flags = ["--epochs", "1", "--train-size", "512", "--validation-size", "200", "--device", "cpu",
+             "--data-dir", str(mnist_dir), "--nll-samples", "2", "--nll-images", "20", "--nll-ais-chains", "20",
+             "--nll-ais-betas", "20", "--fid-samples", "0", "--no-progress", "--output-dir", str(tmp_path),
+             "--changes", "lr 3e-3=lr:0.003;lr 1e-3=lr:0.001"]
+    script = Path(ablate.__file__)
+    proc = subprocess.Popen([sys.executable, str(script), *flags], cwd=script.parents[1],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results, first = tmp_path / "results.json", None
+    deadline = time.monotonic() + 300
+    while first is None and proc.poll() is None and time.monotonic() < deadline:
+        first = json.loads(results.read_text()) if results.exists() else None
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    # on disk while the next rows trained: the baseline alone, marked incomplete
+    assert first is not None and [r["change"] for r in first["rows"]] == ["baseline"] and not first["complete"]
+    final = json.loads(results.read_text())
+    assert [r["change"] for r in final["rows"]] == ["baseline", "lr 3e-3", "lr 1e-3"] and final["complete"]
+    assert final["rows"][0] == first["rows"][0]
