@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import hardware
+from common import hardware, write_report
 
 from qvae.config import Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
@@ -214,12 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     def write(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """DIR/results.json with the rows so far, replaced whole (a kill mid-write leaves the previous one)."""
+        """DIR/results.json with the rows so far."""
         report = {"base": base.to_dict(), "settings": vars(settings), "rows": rows,
                   "hardware": hardware(torch.device(rows[0]["device"])), "seconds": time.perf_counter() - started,
                   "complete": len(rows) == len(changes) + 1}
-        (out / "results.json.tmp").write_text(json.dumps(report, indent=2))
-        os.replace(out / "results.json.tmp", out / "results.json")
+        write_report(out, report)
         return report
 
     rows = run(base, changes, settings, args.margin, progress=not args.no_progress, reuse=args.reuse_baseline,

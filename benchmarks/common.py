@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,6 +37,14 @@ def hardware(device: str | torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+def write_report(directory: Path, report: dict[str, Any]) -> None:
+    """DIRECTORY/results.json, replaced whole: a benchmark killed while writing it leaves the previous one."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "results.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, directory / "results.json")
 
 
 def load_chosen_model(path: str | os.PathLike[str], device: torch.device,

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 from ablate import parse_assignments
-from common import hardware, load_chosen_model
+from common import hardware, load_chosen_model, write_report
 
 from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
@@ -163,6 +163,7 @@ def train_and_score(args: argparse.Namespace, out: Path, report_settings: dict[s
             print(f"{MODELS[name]}: trained in {out} already (epoch {state['epoch']}), scoring it", file=sys.stderr)
             model, _, _ = load_chosen_model(used, resolve_device(config.device), config.data_dir)
             device, history, best_epoch = str(next(model.parameters()).device), state["history"], state["best_epoch"]
+            train_seconds = budget.spent
         else:
             limit = f" or {args.budget:.0f} s" if args.budget else ""
             start = f", continuing {used} after epoch {state['epoch']}" if state else ""
@@ -171,7 +172,7 @@ def train_and_score(args: argparse.Namespace, out: Path, report_settings: dict[s
                             resume_from=used)
             model, device, history, best_epoch = trained.best_model(), trained.device, trained.history, \
                 trained.best_epoch
-        train_seconds = budget.elapsed() if state is None or len(history) > len(state["history"]) else budget.spent
+            train_seconds = budget.elapsed()
         started = time.perf_counter()
         scores = final_scores(model, data, settings, seed=config.seed, progress=not args.no_progress)
         results[name] = entry(config, history, best_epoch, scores, device, hardware(torch.device(device)),
@@ -179,14 +180,6 @@ def train_and_score(args: argparse.Namespace, out: Path, report_settings: dict[s
         results[name].update(train_seconds=train_seconds, epochs_trained=len(history))
         write_report(out, {"settings": report_settings, "models": results})  # a restart keeps the models done
     return results
-
-
-def write_report(out: Path, report: dict[str, Any]) -> None:
-    """DIR/results.json, replaced whole (a kill mid-write leaves the previous one)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "results.json")
 
 
 def entry(config: Config, history: list[dict[str, float]], best_epoch: int | None, scores: dict[str, Any],
