@@ -11,7 +11,8 @@ The parts (float32 everywhere):
 - the data splits on the device;
 - a training and an evaluation batch's activations (each layer's output kept for backward);
 - the sampler's persistent chains, times the Trotter slices of a path-integral prior, and AIS;
-- the final scores: the Inception network and its batch (FID), the importance samples (NLL).
+- the final scores: the Inception network and its batch (FID, growing with `fid_batch_size`), the
+  importance samples (NLL).
 `tests/test_memory.py` checks the estimate against measured peaks (it must not be below them).
 """
 
@@ -26,7 +27,12 @@ FLOAT = 4
 GIB = 2**30
 RUNTIME_BYTES = int(1.25 * GIB)  # measured peak RSS of a tiny CPU run: about 1.0 GiB (docs/results.md)
 MLFLOW_BYTES = int(0.5 * GIB)  # mlflow, pandas and sklearn imported by the main job
-FID_BYTES = int(1.5 * GIB)  # the Inception network, one batch of 299 x 299 images and its activations
+# FID: the Inception network, then per image of a batch its 299 x 299 input and the activations alive
+# at once. Measured (docs/results.md, "Memory"): 14.6 MiB per image on this project's AMD EPYC (AVX2)
+# and about 24 MiB on CI's machine, where a run with a 100-image batch peaked 0.85 GiB higher; the
+# figure below covers both with a margin for other CPUs' convolution kernels and for the allocator.
+INCEPTION_BYTES = int(0.25 * GIB)
+INCEPTION_BYTES_PER_IMAGE = 32 * 2**20
 MNIST_IMAGES = 70_000
 
 
@@ -61,6 +67,11 @@ def parameter_count(config: Config) -> int:
     return mlp + prior
 
 
+def fid_bytes(batch_size: int) -> int:
+    """The Inception network with one batch of `batch_size` images going through it."""
+    return INCEPTION_BYTES + batch_size * INCEPTION_BYTES_PER_IMAGE
+
+
 def estimate_peak(config: Config, scores: ScoreSettings | None = None, *, tracked: bool = False) -> MemoryEstimate:
     """A run of `config` (training, and the final `scores` if given; `tracked`: under MLflow)."""
     c = config
@@ -78,10 +89,12 @@ def estimate_peak(config: Config, scores: ScoreSettings | None = None, *, tracke
         "sampler chains": 4 * FLOAT * c.latent_dim * slices * (c.sampler_chains + c.log_z_chains),
     }
     if scores is not None and scores.fid_samples:
-        parts["FID"] = FID_BYTES + 2 * scores.fid_samples * c.input_dim * FLOAT
+        parts["FID"] = fid_bytes(scores.fid_batch_size) + 2 * scores.fid_samples * c.input_dim * FLOAT
     if scores is not None and scores.nll_samples:
         parts["NLL importance samples"] = 4 * FLOAT * min(scores.nll_samples * 100, 10**6) * width
-    device = ("parameters and Adam state", "data on the device", "batch activations", "sampler chains")
+    # the final scores run where the model is: Inception and the importance samples too
+    device = ("parameters and Adam state", "data on the device", "batch activations", "sampler chains", "FID",
+              "NLL importance samples")
     return MemoryEstimate(parts, device)
 
 
@@ -113,9 +126,10 @@ def check_memory(config: Config, device_type: str, scores: ScoreSettings | None 
         free = available_host_bytes() if available is None else available
         need, where = estimate.total, "memory available"
     if free is not None and need > free:
+        fid_batch = f", fid_batch_size {scores.fid_batch_size}" if scores is not None and scores.fid_samples else ""
         raise ConfigError(
             f"this configuration needs about {need / GIB:.1f} GiB at its peak but the machine has "
             f"{free / GIB:.1f} GiB of {where} ({estimate.describe()}); the sizes that drive it: hidden_dim "
             f"{config.hidden_dim}, latent_dim {config.latent_dim}, batch_size {config.batch_size}, sampler_chains "
-            f"{config.sampler_chains} x trotter_slices, train_size/test_size: lower them")
+            f"{config.sampler_chains} x trotter_slices, train_size/test_size{fid_batch}: lower them")
     return estimate
