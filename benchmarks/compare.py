@@ -274,10 +274,11 @@ def table(report: dict[str, Any]) -> str:
     ]
     first = models[names[0]]
     c, s = first["config"], report["settings"]
+    widths = "-".join(str(w) for w in [c["input_dim"], *[c["hidden_dim"]] * c.get("hidden_layers", 1), c["latent_dim"]])
     lines = [
         f"# presets x priors | {c['epochs']} epochs on {c['train_size'] or 60000 - c.get('validation_size', 10000)} "
         f"MNIST images (validation {c.get('validation_size', 10000)}, chooses the checkpoint), "
-        f"{c['input_dim']}-{c['hidden_dim']}-{c['latent_dim']}, batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}"
+        f"{widths}, batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}"
         " | presets: " + "; ".join(f"{name}: {', '.join(f'{k} {v}' for k, v in values.items()) or 'the defaults'}"
                                     for name, values in PRESETS.items())
         + (f" | on top of each preset: {s['base']}" if s.get("base") else ""),

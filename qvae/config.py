@@ -68,7 +68,9 @@ class Config:
 
     # architecture
     input_dim: int = setting(784, "pixels per image (MNIST: 28 x 28)", low=1)
-    hidden_dim: int = setting(512, "width of the encoder's and decoder's hidden layer", low=1)
+    hidden_dim: int = setting(512, "width of the encoder's and decoder's hidden layers", low=1)
+    hidden_layers: int = setting(1, "hidden layers of width hidden_dim in the encoder and in the decoder", low=1,
+                                 high=8)
     latent_dim: int = setting(256, "binary latent units (= num_visible + num_hidden)", low=1)
     num_visible: int = setting(128, "RBM visible units: the first part of the latent split", low=1)
     num_hidden: int = setting(128, "RBM hidden units: the rest of the latent vector", low=1)

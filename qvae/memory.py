@@ -60,8 +60,9 @@ def parameter_count(config: Config) -> int:
     """Weights and biases of the encoder, decoder and prior, from the layer sizes."""
     c = config
     encoder_out = 2 * c.latent_dim if c.prior == "gaussian" else c.latent_dim
-    layers = [(c.input_dim, c.hidden_dim), (c.hidden_dim, encoder_out), (c.latent_dim, c.hidden_dim),
-              (c.hidden_dim, c.input_dim)]
+    between = [(c.hidden_dim, c.hidden_dim)] * (c.hidden_layers - 1)
+    layers = [(c.input_dim, c.hidden_dim), *between, (c.hidden_dim, encoder_out),
+              (c.latent_dim, c.hidden_dim), *between, (c.hidden_dim, c.input_dim)]
     mlp = sum(fan_in * fan_out + fan_out for fan_in, fan_out in layers)
     prior = c.num_visible * c.num_hidden + c.latent_dim if c.prior != "gaussian" else 0
     return mlp + prior
@@ -80,7 +81,8 @@ def estimate_peak(config: Config, scores: ScoreSettings | None = None, *, tracke
     # model's input form, and a static model's binarised training images
     n_train = c.train_size or 60_000 - c.validation_size
     images = 70_000 + c.validation_size + (n_train if c.binarize == "static" else 0)
-    width = 2 * c.input_dim + 2 * c.hidden_dim + 4 * c.latent_dim  # a sample's activations through the model
+    # a sample's activations through the model
+    width = 2 * c.input_dim + 2 * c.hidden_layers * c.hidden_dim + 4 * c.latent_dim
     parts = {
         "runtime": RUNTIME_BYTES + (MLFLOW_BYTES if tracked else 0),
         "parameters and Adam state": 4 * FLOAT * parameter_count(c),

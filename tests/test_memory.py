@@ -32,7 +32,8 @@ SIZES = [  # hidden_dim, batch_size, train_size: the default widths, a wide batc
 
 
 @pytest.mark.parametrize("changes", [{}, {"prior": "gaussian"}, {"hidden_dim": 64, "latent_dim": 16,
-                                                                  "num_visible": 8, "num_hidden": 8}])
+                                                                  "num_visible": 8, "num_hidden": 8},
+                                     {"hidden_layers": 2}, {"prior": "gaussian", "hidden_layers": 3}])
 def test_the_parameter_count_is_torchs(changes):
     config = Config(**changes)
     assert parameter_count(config) == sum(p.numel() for p in build_model(config).parameters())

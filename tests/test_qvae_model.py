@@ -221,3 +221,18 @@ def test_quantum_generation_samples_the_qbm_and_depends_only_on_each_seed():
     assert torch.allclose(model.generate_from_seeds([5], sweeps=8)[0], images[5], atol=1e-6)
     unseeded = (model.sample_prior(n, sweeps=8, generator=torch.Generator().manual_seed(1)))
     assert empirical_tv(unseeded, exact) < tv_bound(64, n)
+
+
+@pytest.mark.parametrize("prior,encoder_out", [("boltzmann", 6), ("gaussian", 12)])
+def test_hidden_layers_stack_layers_of_hidden_dim_in_both_networks(prior, encoder_out):
+    from qvae.models.build import build_model
+
+    def widths(network: torch.nn.Sequential) -> list[int]:
+        linear = [m for m in network if isinstance(m, torch.nn.Linear)]
+        return [linear[0].in_features] + [m.out_features for m in linear]
+
+    model = build_model(Config(**TINY, hidden_layers=3, prior=prior))
+    assert widths(model.encoder) == [12, 16, 16, 16, encoder_out]
+    assert widths(model.decoder) == [6, 16, 16, 16, 12]
+    assert sum(isinstance(m, torch.nn.Tanh) for m in model.decoder) == 3  # between layers, none on the logits
+    assert all(term.isfinite().all() for term in model(torch.rand(5, 12)).values())

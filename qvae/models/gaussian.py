@@ -35,8 +35,9 @@ class GaussianVAE(CentredData):
         super().__init__(config.input_dim, data_mean, config.kl_beta, config.kl_warmup_epochs > 0)
         self.config = config
         c = config
-        self.encoder = mlp([c.input_dim, c.hidden_dim, 2 * c.latent_dim], c.activation)
-        self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
+        hidden = [c.hidden_dim] * c.hidden_layers
+        self.encoder = mlp([c.input_dim, *hidden, 2 * c.latent_dim], c.activation)
+        self.decoder = mlp([c.latent_dim, *hidden, c.input_dim], c.activation)
         self.latent_prior = GaussianPrior(c.latent_dim)  # no parameters, nothing in the state dict
 
     # ---------------------------------------------------------------- pieces

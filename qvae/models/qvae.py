@@ -123,8 +123,9 @@ class QVAE(CentredData):
         super().__init__(config.input_dim, data_mean, config.kl_beta, config.kl_warmup_epochs > 0)
         self.config = config
         c = config
-        self.encoder = mlp([c.input_dim, c.hidden_dim, c.latent_dim], c.activation)
-        self.decoder = mlp([c.latent_dim, c.hidden_dim, c.input_dim], c.activation)
+        hidden = [c.hidden_dim] * c.hidden_layers
+        self.encoder = mlp([c.input_dim, *hidden, c.latent_dim], c.activation)
+        self.decoder = mlp([c.latent_dim, *hidden, c.input_dim], c.activation)
         self.prior = RBM(c.num_visible, c.num_hidden)
         self.smoothing = make_smoothing(c.smoothing, c.dist_beta)
         self.latent_prior: RBMPrior | QBMPrior = make_prior(c, self.prior)  # a plain object: no state-dict keys
