@@ -121,6 +121,35 @@ def reused_baseline(base: Config, settings: ScoreSettings, path: Path) -> dict[s
     return next((dict(row) for config, row in scored_configs(report) if config == wanted), None)
 
 
+def why_not_reused(base: Config, settings: ScoreSettings, path: Path) -> str:
+    """Why no row of `path` is `base` scored with `settings`: the settings that differ, else the fields in which
+    the nearest row's config differs (so that a mistyped flag is seen before hours of training, not after)."""
+    report = json.loads(path.read_text())
+    given = vars(settings)
+    if report["settings"] != given:
+        fields = sorted(k for k in {*report["settings"], *given} if report["settings"].get(k) != given.get(k))
+        return "its rows were scored with other settings: " + "; ".join(
+            f"{k}: {report['settings'].get(k)!r} there, {given.get(k)!r} here" for k in fields)
+    wanted = json.loads(json.dumps(base.to_dict()))
+
+    def differing(config: dict[str, Any]) -> list[str]:
+        return sorted(k for k in wanted if config.get(k) != wanted[k])
+
+    config, row = min(scored_configs(report), key=lambda pair: len(differing(pair[0])))
+    return f"the nearest row, {row['change']!r}, differs in " + "; ".join(
+        f"{k}: {config.get(k)!r} there, {wanted[k]!r} here" for k in differing(config))
+
+
+def check_reusable(base: Config, settings: ScoreSettings, path: Path) -> None:
+    """Refuse (ConfigError) a --reuse-baseline file that cannot be read or has no row for this baseline."""
+    try:
+        if reused_baseline(base, settings, path) is None:
+            raise ConfigError(f"--reuse-baseline: no row of {path} is this baseline: "
+                              + why_not_reused(base, settings, path))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ConfigError(f"--reuse-baseline: {path} is not an ablation's results.json ({err!r})") from err
+
+
 def run(base: Config, changes: dict[str, dict[str, Any]], settings: ScoreSettings, margin: float,
         progress: bool, reuse: Path | None = None,
         on_row: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
@@ -207,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         changes = parse_changes(args.changes) if args.changes else CHANGES
         for change in changes.values():
             base.replace(**resolved(change, base.epochs))  # every change valid before any training
+        if args.reuse_baseline is not None:
+            check_reusable(base, settings, args.reuse_baseline)
     except ConfigError as err:
         parser.error(str(err))
     started = time.perf_counter()

@@ -86,3 +86,26 @@ def test_results_are_written_after_every_row_so_a_killed_ablation_keeps_them(mni
     final = json.loads(results.read_text())
     assert [r["change"] for r in final["rows"]] == ["baseline", "lr 3e-3", "lr 1e-3"] and final["complete"]
     assert final["rows"][0] == first["rows"][0]
+
+
+def test_a_baseline_that_cannot_be_reused_is_refused_naming_what_differs(tmp_path, capsys):
+    base, settings = Config.from_preset("likelihood", epochs=3), ScoreSettings(nll_samples=10)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report_of(base, settings)))
+    ablate.check_reusable(base, settings, path)  # its own baseline: accepted
+    nearest = r"nearest row, 'baseline', differs in data_dir: 'data' there, 'elsewhere' here$"
+    with pytest.raises(ConfigError, match=nearest):
+        ablate.check_reusable(base.replace(data_dir="elsewhere"), settings, path)
+    with pytest.raises(ConfigError, match=r"other settings: nll_samples: 10 there, 20 here$"):
+        ablate.check_reusable(base, ScoreSettings(nll_samples=20), path)
+    (tmp_path / "other.json").write_text("{}")
+    for foreign in (tmp_path / "other.json", tmp_path / "missing.json"):
+        with pytest.raises(ConfigError, match="is not an ablation's results.json"):
+            ablate.check_reusable(base, settings, foreign)
+    # from the command line: a usage error before any data is read or any training starts
+    with pytest.raises(SystemExit) as refused:
+        ablate.main(["--epochs", "3", "--nll-samples", "10", "--data-dir", str(tmp_path / "no-mnist"),
+                     "--reuse-baseline", str(path), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "no row of" in err and "data_dir: 'data' there" in err, err
+    assert not (tmp_path / "out").exists()
