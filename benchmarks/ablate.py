@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import hardware, write_report
+from common import as_stored, hardware, write_report
 
 from qvae.config import Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
@@ -100,7 +100,7 @@ def score(config: Config, settings: ScoreSettings, progress: bool) -> dict[str, 
 def scored_configs(report: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(the full config, the row) of every row of an earlier results.json, each config rebuilt from the report's
     base and the changes kept before that row; a field the report predates counts as its declared default."""
-    defaults = json.loads(json.dumps(Config().to_dict()))
+    defaults = as_stored(Config())
     kept: dict[str, Any] = {}
     out = []
     for row in report["rows"]:
@@ -117,7 +117,7 @@ def reused_baseline(base: Config, settings: ScoreSettings, path: Path) -> dict[s
     report = json.loads(path.read_text())
     if report["settings"] != vars(settings):
         return None
-    wanted = json.loads(json.dumps(base.to_dict()))  # tuples as lists, as the file holds them
+    wanted = as_stored(base)
     return next((dict(row) for config, row in scored_configs(report) if config == wanted), None)
 
 
@@ -130,7 +130,7 @@ def why_not_reused(base: Config, settings: ScoreSettings, path: Path) -> str:
         fields = sorted(k for k in {*report["settings"], *given} if report["settings"].get(k) != given.get(k))
         return "its rows were scored with other settings: " + "; ".join(
             f"{k}: {report['settings'].get(k)!r} there, {given.get(k)!r} here" for k in fields)
-    wanted = json.loads(json.dumps(base.to_dict()))
+    wanted = as_stored(base)
 
     def differing(config: dict[str, Any]) -> list[str]:
         return sorted(k for k in wanted if config.get(k) != wanted[k])

@@ -39,6 +39,11 @@ def hardware(device: str | torch.device) -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
+def as_stored(config: Config) -> dict[str, Any]:
+    """`config` as a results.json holds it (tuples as lists), to compare with a stored one."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
 def write_report(directory: Path, report: dict[str, Any]) -> None:
     """DIRECTORY/results.json, replaced whole: a benchmark killed while writing it leaves the previous one."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 from ablate import parse_assignments
-from common import hardware, load_chosen_model, write_report
+from common import as_stored, hardware, load_chosen_model, write_report
 
 from qvae.config import N_TEST, PRESETS, Config, ConfigError, ScoreSettings
 from qvae.data.mnist import load_mnist_for
@@ -119,7 +119,7 @@ def kept_record(previous: dict[str, Any], settings: dict[str, Any], name: str, c
     record = previous.get("models", {}).get(name)
     if record is None or previous.get("settings") != settings:
         return None
-    return record if record["config"] == json.loads(json.dumps(config.to_dict())) else None
+    return record if record["config"] == as_stored(config) else None
 
 
 def check_resumable(args: argparse.Namespace, out: Path) -> None:

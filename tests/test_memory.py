@@ -128,7 +128,7 @@ print("INCEPTION_PEAK", status("VmHWM:") - before)
 @pytest.mark.parametrize("batch", [25, 200])
 def test_the_fid_part_grows_with_the_inception_batch_and_covers_its_measured_peak(batch, inception_cache):
     """The FID part is not below what Inception adds to a process at this batch size (measured on the
-    project's AMD EPYC: 0.63 GiB at 25 images, 3.1 GiB at 200), nor absurdly above it."""
+    project's AMD EPYC: 0.62 GiB at 25 images, 3.17 GiB at 200), nor absurdly above it."""
     done = subprocess.run([sys.executable, "-c", INCEPTION_PEAK, str(batch), str(inception_cache)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from qvae.config import Config
 from qvae.models.importance import iw_bound
-from qvae.models.qvae import CentredData, mlp
+from qvae.models.qvae import CentredData, encoder_decoder
 from qvae.priors.gaussian import GaussianPrior, normal_log_pdf
 
 
@@ -35,9 +35,7 @@ class GaussianVAE(CentredData):
         super().__init__(config.input_dim, data_mean, config.kl_beta, config.kl_warmup_epochs > 0)
         self.config = config
         c = config
-        hidden = [c.hidden_dim] * c.hidden_layers
-        self.encoder = mlp([c.input_dim, *hidden, 2 * c.latent_dim], c.activation)
-        self.decoder = mlp([c.latent_dim, *hidden, c.input_dim], c.activation)
+        self.encoder, self.decoder = encoder_decoder(c, 2 * c.latent_dim)
         self.latent_prior = GaussianPrior(c.latent_dim)  # no parameters, nothing in the state dict
 
     # ---------------------------------------------------------------- pieces

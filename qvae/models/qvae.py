@@ -70,6 +70,15 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def encoder_decoder(config: Config, encoder_out: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The encoder (input to `encoder_out` logits or moments) and decoder (latent to pixel logits), each with
+    `hidden_layers` hidden layers of width `hidden_dim`: both priors share this architecture."""
+    c = config
+    hidden = [c.hidden_dim] * c.hidden_layers
+    return (mlp([c.input_dim, *hidden, encoder_out], c.activation),
+            mlp([c.latent_dim, *hidden, c.input_dim], c.activation))
+
+
 def bernoulli_entropy(logits: Tensor) -> Tensor:
     """Entropy of Bernoulli(sigmoid(logits)), elementwise, stable for large |logits|."""
     return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction="none")
@@ -123,9 +132,7 @@ class QVAE(CentredData):
         super().__init__(config.input_dim, data_mean, config.kl_beta, config.kl_warmup_epochs > 0)
         self.config = config
         c = config
-        hidden = [c.hidden_dim] * c.hidden_layers
-        self.encoder = mlp([c.input_dim, *hidden, c.latent_dim], c.activation)
-        self.decoder = mlp([c.latent_dim, *hidden, c.input_dim], c.activation)
+        self.encoder, self.decoder = encoder_decoder(c, c.latent_dim)
         self.prior = RBM(c.num_visible, c.num_hidden)
         self.smoothing = make_smoothing(c.smoothing, c.dist_beta)
         self.latent_prior: RBMPrior | QBMPrior = make_prior(c, self.prior)  # a plain object: no state-dict keys
